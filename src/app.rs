@@ -1,0 +1,75 @@
+//! Wiring: open the store, build the domain, serve HTTP and the sweep until
+//! a shutdown signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::domain::{DomainConfig, Tracker};
+use crate::http::{router, AppState};
+use crate::jobs::sweep::Sweep;
+use crate::storage;
+
+pub async fn build_tracker(config: &Config) -> anyhow::Result<Arc<Tracker>> {
+    let store = storage::connect(&config.database_url)
+        .await
+        .with_context(|| format!("opening {}", storage::redact_url(&config.database_url)))?;
+    let domain = DomainConfig {
+        public_url: config.public_url.clone(),
+        signature_tolerance_s: config.signature_tolerance_s,
+        max_attempts: config.max_attempts,
+    };
+    Ok(Arc::new(Tracker::new(store, domain).await?))
+}
+
+/// Serves on `listener` until `cancel` fires; runs the sweep when configured.
+pub async fn serve(
+    tracker: Arc<Tracker>,
+    listener: tokio::net::TcpListener,
+    sweep_every: Option<std::time::Duration>,
+    cancel: CancellationToken,
+) -> anyhow::Result<()> {
+    if let Some(every) = sweep_every {
+        let sweep = Sweep::new(tracker.clone());
+        tokio::spawn(sweep.run(every, cancel.clone()));
+    }
+    let app = router(AppState { tracker });
+    let shutdown = cancel.clone();
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move { shutdown.cancelled().await })
+    .await
+    .context("serving HTTP")?;
+    Ok(())
+}
+
+/// Cancels `token` on Ctrl-C or SIGTERM.
+pub fn cancel_on_signal(token: CancellationToken) {
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    token.cancel();
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = ctrl_c => {},
+                _ = term.recv() => {},
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        token.cancel();
+    });
+}

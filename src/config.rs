@@ -1,0 +1,154 @@
+//! Configuration: embedded defaults → optional TOML file → `SALESTRACK_*`
+//! environment → command-line flags. Validated at start.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+const DEFAULTS: &str = include_str!("../config.default.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: String,
+    pub public_url: String,
+    pub sweep_interval: String,
+    pub signature_tolerance_s: i64,
+    pub max_attempts: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    #[error("configuration: {field} is invalid: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub public_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sweep_interval: Option<String>,
+}
+
+impl Config {
+    pub fn load(file: Option<&str>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new().merge(Toml::string(DEFAULTS));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("SALESTRACK_").ignore(&["config", "admin_token", "stripe_api_base"]))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(self.database_url.starts_with("sqlite:")
+            || self.database_url.starts_with("postgres://")
+            || self.database_url.starts_with("postgresql://"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "database_url",
+                reason: format!(
+                    "{} (use sqlite://FILE or postgres://…)",
+                    crate::storage::redact_url(&self.database_url)
+                ),
+            });
+        }
+        self.listen_addr()?;
+        self.sweep_every()?;
+        if url::Url::parse(&self.public_url).is_err() {
+            return Err(ConfigError::Invalid {
+                field: "public_url",
+                reason: format!("{:?} is not a URL", self.public_url),
+            });
+        }
+        if self.signature_tolerance_s < 0 {
+            return Err(ConfigError::Invalid {
+                field: "signature_tolerance_s",
+                reason: "must be ≥ 0".into(),
+            });
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen.parse().map_err(|e| ConfigError::Invalid {
+            field: "listen",
+            reason: format!("{:?}: {e}", self.listen),
+        })
+    }
+
+    /// `None` when sweeps are off (`0`).
+    pub fn sweep_every(&self) -> Result<Option<Duration>, ConfigError> {
+        parse_interval(&self.sweep_interval).map_err(|reason| ConfigError::Invalid {
+            field: "sweep_interval",
+            reason,
+        })
+    }
+}
+
+/// `5m`, `30s`, `1h`; `0` means off.
+pub fn parse_interval(raw: &str) -> Result<Option<Duration>, String> {
+    let raw = raw.trim();
+    if raw == "0" {
+        return Ok(None);
+    }
+    let d = humantime::parse_duration(raw).map_err(|e| format!("{raw:?}: {e}"))?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_parse_and_zero_turns_off() {
+        assert_eq!(parse_interval("5m").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_interval("0").unwrap(), None);
+        assert!(parse_interval("soon").is_err());
+    }
+
+    #[test]
+    fn defaults_load_and_flags_win() {
+        let c = Config::load(
+            None,
+            &Overrides {
+                database_url: Some("sqlite://x.db".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.database_url, "sqlite://x.db");
+        assert_eq!(c.sweep_every().unwrap(), Some(Duration::from_secs(300)));
+    }
+
+    #[test]
+    fn unknown_database_schemes_are_refused() {
+        let err = Config::load(
+            None,
+            &Overrides {
+                database_url: Some("mysql://u:secret@h/db".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("database_url"), "{text}");
+        assert!(!text.contains("secret"), "password leaked: {text}");
+    }
+}

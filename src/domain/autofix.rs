@@ -1,0 +1,136 @@
+//! Layers 4–5: fix orphans (automatically and by hand) and retry failed
+//! events. Each run reports what it did.
+
+use serde::Serialize;
+
+use super::model::*;
+use super::{DomainError, DomainResult, Tracker};
+
+/// What one Auto-Fix run did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct AutofixReport {
+    pub fixed: usize,
+    pub remaining: usize,
+    /// For each orphan still without a link: why.
+    pub still_orphan: Vec<OrphanReason>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OrphanReason {
+    pub conversion_id: String,
+    pub why: String,
+}
+
+/// What one retry of stored events did.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct RetryReport {
+    pub retried: usize,
+    pub processed: usize,
+    pub still_failing: usize,
+}
+
+impl Tracker {
+    /// Runs attribution again (with the broader search) over every orphan,
+    /// or those of one client.
+    pub async fn autofix(&self, client: Option<&str>) -> DomainResult<AutofixReport> {
+        let client_id = match client {
+            Some(c) => Some(self.find_client(c).await?.id),
+            None => None,
+        };
+        let ids = self.store.orphan_ids(client_id.as_deref(), i64::MAX).await?;
+        let clients = self.store.list_clients().await?;
+        let mut report = AutofixReport::default();
+        for id in ids {
+            let _guard = self.purchase_lock.lock().await;
+            let Some(orphan) = self.store.get_conversion(&id).await? else {
+                continue;
+            };
+            let Some(client) = clients.iter().find(|c| c.id == orphan.client_id) else {
+                continue;
+            };
+            let updated = self.recompute(client, &orphan.purchase_key, "autofix").await?;
+            match updated {
+                Some(c) if c.link_id.is_some() => report.fixed += 1,
+                Some(c) => {
+                    report.remaining += 1;
+                    report.still_orphan.push(OrphanReason {
+                        conversion_id: c.id.clone(),
+                        why: why_orphan(&c),
+                    });
+                }
+                None => {}
+            }
+        }
+        tracing::info!(fixed = report.fixed, remaining = report.remaining, "auto-fix run");
+        Ok(report)
+    }
+
+    /// Sets a conversion's link by hand. A manual choice is never replaced
+    /// automatically; the change goes into the history.
+    pub async fn set_link_manually(&self, conversion_id: &str, link_id: &str, actor: &str) -> DomainResult<Conversion> {
+        let _guard = self.purchase_lock.lock().await;
+        let mut conversion = self
+            .store
+            .get_conversion(conversion_id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "conversion",
+                id: conversion_id.to_string(),
+            })?;
+        let link = self.store.get_link(link_id).await?.ok_or_else(|| DomainError::NotFound {
+            what: "link",
+            id: link_id.to_string(),
+        })?;
+        if link.client_id != conversion.client_id {
+            return Err(DomainError::invalid("the link belongs to another client"));
+        }
+        let entry = NewHistoryEntry {
+            conversion_id: conversion.id.clone(),
+            actor: actor.to_string(),
+            from_link_id: conversion.link_id.clone(),
+            to_link_id: Some(link.id.clone()),
+            from_method: conversion.method,
+            to_method: Some(Method::Manual),
+            reason: "set by hand".into(),
+        };
+        conversion.link_id = Some(link.id.clone());
+        conversion.click_id = None;
+        conversion.method = Some(Method::Manual);
+        conversion.updated_at = now_millis();
+        self.store.save_conversion(&conversion).await?;
+        self.store.add_history(&entry).await?;
+        Ok(conversion)
+    }
+
+    /// Processes failed events (and events that waited for a client) again.
+    pub async fn retry_events(&self) -> DomainResult<RetryReport> {
+        let events = self
+            .store
+            .events_to_retry(self.config.max_attempts, 1000)
+            .await?;
+        let mut report = RetryReport::default();
+        for event in events {
+            report.retried += 1;
+            match self.reprocess_event(&event).await? {
+                Processing::Processed | Processing::Ignored => report.processed += 1,
+                _ => report.still_failing += 1,
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// In words: why the trace found no link.
+pub fn why_orphan(c: &Conversion) -> String {
+    let reasons: Vec<String> = c
+        .trace
+        .iter()
+        .filter(|s| s.outcome == StepOutcome::NoMatch)
+        .map(|s| format!("{}: {}", s.step, s.detail))
+        .collect();
+    if reasons.is_empty() {
+        "no fallback found a link".into()
+    } else {
+        reasons.join("; ")
+    }
+}

@@ -1,0 +1,545 @@
+//! The ingest pipeline (SPEC 2.3): commit the raw delivery, then verify,
+//! resolve the client, and turn its facts into a conversion.
+//!
+//! Invariant: nothing here answers "accepted" unless `insert_event` returned,
+//! i.e. the raw body is durably committed.
+
+use crate::storage::StoreError;
+use crate::stripe::event::{self, Envelope, EventFacts, PaymentFacts, PaymentSource};
+
+use super::client::{suspect_client, verify_delivery, Verdict};
+use super::model::*;
+use super::{DomainError, DomainResult, Tracker};
+
+/// Where a delivery arrived.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `POST /webhooks/stripe`
+    Shared,
+    /// `POST /webhooks/stripe/{client_id}`
+    Client(String),
+}
+
+impl Endpoint {
+    fn path(&self) -> String {
+        match self {
+            Self::Shared => "/webhooks/stripe".into(),
+            Self::Client(id) => format!("/webhooks/stripe/{id}"),
+        }
+    }
+}
+
+/// One delivery as the HTTP edge received it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub endpoint: Endpoint,
+    pub signature: Option<String>,
+    /// Header names and values worth keeping (never cookies or auth).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub received_at: Millis,
+}
+
+/// What the edge answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestOutcome {
+    /// Stored and verified (200). `duplicate`: it was stored before.
+    Accepted { event_id: i64, duplicate: bool },
+    /// Stored, not verified (400 with the reason, so that Stripe retries).
+    Unverified { event_id: i64, reason: UnverifiedReason },
+    /// Stored, but the body is not a Stripe event (400 `invalid_payload`).
+    InvalidPayload { event_id: i64, message: String },
+    /// Stored, but the per-client URL names no client (404).
+    UnknownEndpoint { event_id: i64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The store could not commit: answer 503 so that Stripe retries.
+    #[error("the event could not be stored: {0}")]
+    NotStored(StoreError),
+}
+
+fn headers_json(headers: &[(String, String)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+/// `account:event id`: Connect events are keyed by account and id.
+fn dedup_key(env: &Envelope) -> String {
+    format!("{}:{}", env.account.as_deref().unwrap_or(""), env.id)
+}
+
+impl Tracker {
+    /// Stores a delivery durably, then processes it. See SPEC 2.3.
+    pub async fn ingest(&self, delivery: Delivery) -> Result<IngestOutcome, IngestError> {
+        let parsed = event::parse_envelope(&delivery.body);
+        let clients = self
+            .store
+            .list_client_secrets()
+            .await
+            .map_err(IngestError::NotStored)?;
+        let endpoint_client = match &delivery.endpoint {
+            Endpoint::Shared => None,
+            Endpoint::Client(id) => Some(id.clone()),
+        };
+        let known_endpoint = endpoint_client
+            .as_ref()
+            .is_none_or(|id| clients.iter().any(|c| &c.client.id == id));
+        let candidates: Vec<ClientSecrets> = match &endpoint_client {
+            Some(id) => clients.iter().filter(|c| &c.client.id == id).cloned().collect(),
+            None => clients.clone(),
+        };
+        let verdict = verify_delivery(
+            &delivery.body,
+            delivery.signature.as_deref(),
+            &candidates,
+            delivery.received_at.div_euclid(1000),
+            self.config.signature_tolerance_s,
+        );
+        let (verification, reason, verified_by) = match &verdict {
+            Verdict::Verified { client_id } => (Verification::Verified, None, Some(client_id.clone())),
+            Verdict::Unverified(r) => (Verification::Unverified, Some(*r), None),
+        };
+        let envelope = parsed.as_ref().ok().map(|(env, _)| env);
+        let processing = match (&parsed, known_endpoint) {
+            (Err(_), _) => Processing::Invalid,
+            (Ok(_), false) => Processing::Failed,
+            (Ok(_), true) => Processing::Pending,
+        };
+        let new_event = NewEvent {
+            dedup_key: envelope.map(dedup_key),
+            stripe_event_id: envelope.map(|e| e.id.clone()),
+            event_type: envelope.map(|e| e.event_type.clone()),
+            account: envelope.and_then(|e| e.account.clone()),
+            livemode: envelope.map(|e| e.livemode),
+            api_version: envelope.and_then(|e| e.api_version.clone()),
+            endpoint: delivery.endpoint.path(),
+            endpoint_client_id: endpoint_client.clone(),
+            source: EventSource::Push,
+            received_at: delivery.received_at,
+            headers: headers_json(&delivery.headers),
+            body: delivery.body.clone(),
+            verification,
+            verification_reason: reason,
+            client_id: verified_by.clone(),
+            client_method: verified_by.as_ref().map(|_| ClientMethod::WebhookSecret),
+            processing,
+        };
+        let inserted = self
+            .store
+            .insert_event(&new_event)
+            .await
+            .map_err(IngestError::NotStored)?;
+
+        // From here on the delivery is durable: failures below are recorded
+        // on the stored event, never turned into a lost sale.
+        let event_id = match inserted {
+            InsertEvent::Inserted(id) => id,
+            InsertEvent::Duplicate(existing) => {
+                return self
+                    .ingest_duplicate(*existing, &verdict, &new_event)
+                    .await
+            }
+        };
+        tracing::info!(
+            event_id,
+            stripe_event = envelope.map(|e| e.id.as_str()).unwrap_or("-"),
+            event_type = envelope.map(|e| e.event_type.as_str()).unwrap_or("-"),
+            api_version = envelope.and_then(|e| e.api_version.as_deref()).unwrap_or("-"),
+            verified = verified_by.is_some(),
+            "webhook event stored"
+        );
+        match parsed {
+            Err(e) => Ok(IngestOutcome::InvalidPayload {
+                event_id,
+                message: e.to_string(),
+            }),
+            Ok(_) if !known_endpoint => {
+                let _ = self
+                    .store
+                    .set_event_processing(event_id, None, Processing::Failed, Some("the webhook URL names no client"))
+                    .await;
+                Ok(IngestOutcome::UnknownEndpoint { event_id })
+            }
+            Ok((envelope, value)) => {
+                self.process_logged(event_id, &envelope, &value, verified_by.as_deref(), EventSource::Push)
+                    .await;
+                Ok(match reason {
+                    None => IngestOutcome::Accepted {
+                        event_id,
+                        duplicate: false,
+                    },
+                    Some(reason) => IngestOutcome::Unverified { event_id, reason },
+                })
+            }
+        }
+    }
+
+    async fn ingest_duplicate(
+        &self,
+        existing: StoredEvent,
+        verdict: &Verdict,
+        delivery: &NewEvent,
+    ) -> Result<IngestOutcome, IngestError> {
+        let event_id = existing.id;
+        if existing.verification == Verification::Verified {
+            let _ = self.store.record_delivery(event_id).await;
+            return Ok(IngestOutcome::Accepted {
+                event_id,
+                duplicate: true,
+            });
+        }
+        match verdict {
+            Verdict::Verified { client_id } => {
+                // A later delivery verifies (the secret was fixed): upgrade.
+                let won = self
+                    .store
+                    .mark_event_verified(
+                        event_id,
+                        client_id,
+                        ClientMethod::WebhookSecret,
+                        Some(&delivery.headers),
+                        Some(&delivery.body),
+                    )
+                    .await
+                    .map_err(IngestError::NotStored)?;
+                let _ = self.store.record_delivery(event_id).await;
+                if won {
+                    tracing::info!(event_id, "stored event upgraded to verified");
+                    if let Ok((envelope, value)) = event::parse_envelope(&delivery.body) {
+                        self.process_logged(event_id, &envelope, &value, Some(client_id), EventSource::Push)
+                            .await;
+                    }
+                }
+                Ok(IngestOutcome::Accepted {
+                    event_id,
+                    duplicate: !won,
+                })
+            }
+            Verdict::Unverified(reason) => {
+                let _ = self.store.record_delivery(event_id).await;
+                let _ = self.store.set_event_unverified_reason(event_id, *reason).await;
+                Ok(IngestOutcome::Unverified {
+                    event_id,
+                    reason: *reason,
+                })
+            }
+        }
+    }
+
+    /// Processes and records the result; a failure marks the event failed
+    /// (the sweep retries it) and never propagates to the acknowledgement.
+    pub(crate) async fn process_logged(
+        &self,
+        event_id: i64,
+        envelope: &Envelope,
+        value: &serde_json::Value,
+        verified_by: Option<&str>,
+        source: EventSource,
+    ) {
+        let result = self
+            .process(event_id, envelope, value, verified_by, source)
+            .await;
+        let (client, processing, error) = match &result {
+            Ok(Processed { client, processing }) => (client.clone(), *processing, None),
+            Err(e) => {
+                tracing::warn!(event_id, error = %e, "processing failed; the sweep will retry");
+                (None, Processing::Failed, Some(e.to_string()))
+            }
+        };
+        let client_ref = client.as_ref().map(|(id, m)| (id.as_str(), *m));
+        if let Err(e) = self
+            .store
+            .set_event_processing(event_id, client_ref, processing, error.as_deref())
+            .await
+        {
+            tracing::error!(event_id, error = %e, "could not record the processing result");
+        }
+    }
+
+    async fn process(
+        &self,
+        event_id: i64,
+        envelope: &Envelope,
+        value: &serde_json::Value,
+        verified_by: Option<&str>,
+        source: EventSource,
+    ) -> DomainResult<Processed> {
+        let facts = event::extract(envelope, value).map_err(|e| DomainError::invalid(e.to_string()))?;
+        if facts == EventFacts::Ignored {
+            return Ok(Processed {
+                client: None,
+                processing: Processing::Ignored,
+            });
+        }
+        let clients = self.store.list_client_secrets().await?;
+        let email = match &facts {
+            EventFacts::Payment(p) => p.email.clone(),
+            _ => None,
+        };
+        let resolved = match (verified_by, source) {
+            (Some(id), EventSource::Fetch) => Some((id.to_string(), ClientMethod::Api)),
+            (Some(id), EventSource::Push) => Some((id.to_string(), ClientMethod::WebhookSecret)),
+            (None, _) => suspect_client(&clients, envelope.account.as_deref(), email.as_deref()),
+        };
+        let Some((client_id, method)) = resolved else {
+            return Ok(Processed {
+                client: None,
+                processing: Processing::NoClient,
+            });
+        };
+        let client = clients
+            .into_iter()
+            .find(|c| c.client.id == client_id)
+            .map(|c| c.client)
+            .ok_or_else(|| DomainError::NotFound {
+                what: "client",
+                id: client_id.clone(),
+            })?;
+        let ctx = FactContext {
+            event_id,
+            verified: verified_by.is_some(),
+            livemode: envelope.livemode,
+            client_method: method,
+        };
+        let _guard = self.purchase_lock.lock().await;
+        self.apply_facts(&client, &ctx, facts).await?;
+        Ok(Processed {
+            client: Some((client_id, method)),
+            processing: Processing::Processed,
+        })
+    }
+
+    async fn apply_facts(&self, client: &Client, ctx: &FactContext, facts: EventFacts) -> DomainResult<()> {
+        let actor = "ingest";
+        match facts {
+            EventFacts::Ignored => Ok(()),
+            EventFacts::InvoicePaymentLink {
+                invoice,
+                payment_intent,
+            } => {
+                let key = self.resolve(client, &invoice).await?;
+                self.link_alias(client, &payment_intent, &key).await?;
+                self.recompute(client, &key, actor).await?;
+                Ok(())
+            }
+            EventFacts::Payment(p) => {
+                let key = self.resolve(client, &initial_key(&p)).await?;
+                self.save_fact(client, ctx, &key, FactBody::Payment(p.clone())).await?;
+                for alias in [&p.payment_intent, &p.charge, &p.checkout_session, &Some(p.object_id.clone())]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.link_alias(client, alias, &key).await?;
+                }
+                let conversion = self.recompute(client, &key, actor).await?;
+                if let Some(c) = conversion.filter(|c| c.link_id.is_some()) {
+                    self.fix_customer_orphans(client, &c).await?;
+                }
+                Ok(())
+            }
+            EventFacts::Refund(r) => {
+                let key = self
+                    .resolve(client, r.payment_intent.as_deref().unwrap_or(&r.charge))
+                    .await?;
+                let key = match &r.invoice {
+                    Some(inv) => self.resolve(client, inv).await?,
+                    None => key,
+                };
+                let charge = r.charge.clone();
+                self.save_fact(client, ctx, &key, FactBody::Refund(r)).await?;
+                self.link_alias(client, &charge, &key).await?;
+                self.recompute(client, &key, actor).await?;
+                Ok(())
+            }
+            EventFacts::Dispute(d) => {
+                let key = self
+                    .resolve(client, d.payment_intent.as_deref().unwrap_or(&d.charge))
+                    .await?;
+                let charge = d.charge.clone();
+                self.save_fact(client, ctx, &key, FactBody::Dispute(d)).await?;
+                self.link_alias(client, &charge, &key).await?;
+                self.recompute(client, &key, actor).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn save_fact(&self, client: &Client, ctx: &FactContext, key: &str, body: FactBody) -> DomainResult<()> {
+        self.store
+            .upsert_fact(&SaleFact {
+                event_id: ctx.event_id,
+                client_id: client.id.clone(),
+                purchase_key: key.to_string(),
+                verified: ctx.verified,
+                livemode: ctx.livemode,
+                client_method: ctx.client_method,
+                body,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// The purchase key an object id currently belongs to.
+    async fn resolve(&self, client: &Client, id: &str) -> DomainResult<String> {
+        Ok(self
+            .store
+            .resolve_alias(&client.id, id)
+            .await?
+            .unwrap_or_else(|| id.to_string()))
+    }
+
+    /// Records that `alias` belongs to purchase `key`; what was kept under
+    /// `alias` moves to `key`, and a conversion made under `alias` (a payment
+    /// intent that turned out to pay an invoice) is folded into `key`'s.
+    async fn link_alias(&self, client: &Client, alias: &str, key: &str) -> DomainResult<()> {
+        if alias == key {
+            return Ok(());
+        }
+        let key = self.resolve(client, key).await?;
+        if alias == key || self.store.resolve_alias(&client.id, alias).await?.as_deref() == Some(key.as_str()) {
+            return Ok(());
+        }
+        self.store.set_alias(&client.id, alias, &key).await?;
+        if let Some(moved) = self.store.get_conversion_by_key(&client.id, alias).await? {
+            match self.store.get_conversion_by_key(&client.id, &key).await? {
+                Some(target) => {
+                    self.store.merge_conversion(&moved.id, &target.id).await?;
+                    // Keep a stronger attribution the folded one had.
+                    if let (Some(link), Some(m)) = (&moved.link_id, moved.method) {
+                        let weaker = target.method.is_none_or(|t| m.rank() < t.rank());
+                        if weaker {
+                            let mut updated = target.clone();
+                            updated.link_id = Some(link.clone());
+                            updated.click_id = moved.click_id.clone();
+                            updated.method = Some(m);
+                            updated.trace = moved.trace.clone();
+                            self.store.save_conversion(&updated).await?;
+                        }
+                    }
+                }
+                None => self.store.rekey_conversion(&moved.id, &key).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// A sale with a link fixes other orphans of the same customer (for
+    /// example a renewal that arrived before the first invoice).
+    async fn fix_customer_orphans(&self, client: &Client, attributed: &Conversion) -> DomainResult<()> {
+        let Some(customer) = attributed.customer.clone() else {
+            return Ok(());
+        };
+        let orphans = self
+            .store
+            .list_conversions(&ConversionFilter {
+                client_id: Some(client.id.clone()),
+                customer: Some(customer),
+                orphans_only: true,
+                ..Default::default()
+            })
+            .await?;
+        for orphan in orphans.into_iter().filter(|o| o.purchased_at >= attributed.purchased_at) {
+            self.recompute(client, &orphan.purchase_key, "ingest").await?;
+        }
+        Ok(())
+    }
+
+    /// Processes a stored event again (sweep, `events reprocess`).
+    pub async fn reprocess_event(&self, event: &StoredEvent) -> DomainResult<Processing> {
+        let Ok((envelope, value)) = event::parse_envelope(&event.body) else {
+            return Ok(Processing::Invalid);
+        };
+        let verified_by = match event.verification {
+            Verification::Verified => event.client_id.clone(),
+            Verification::Unverified => None,
+        };
+        self.process_logged(event.id, &envelope, &value, verified_by.as_deref(), event.source)
+            .await;
+        Ok(self
+            .store
+            .get_event(event.id)
+            .await?
+            .map_or(Processing::Failed, |e| e.processing))
+    }
+
+    /// Verifies a stored unverified event again with the current secrets,
+    /// judging its timestamp against the stored receipt time. Returns whether
+    /// it is verified now.
+    pub async fn reverify_event(&self, event: &StoredEvent) -> DomainResult<bool> {
+        if event.verification == Verification::Verified {
+            return Ok(true);
+        }
+        let clients = self.store.list_client_secrets().await?;
+        let candidates: Vec<ClientSecrets> = match &event.endpoint_client_id {
+            Some(id) => clients.into_iter().filter(|c| &c.client.id == id).collect(),
+            None => clients,
+        };
+        let signature = stored_signature(&event.headers);
+        let verdict = verify_delivery(
+            &event.body,
+            signature.as_deref(),
+            &candidates,
+            event.received_at.div_euclid(1000),
+            self.config.signature_tolerance_s,
+        );
+        match verdict {
+            Verdict::Verified { client_id } => {
+                let won = self
+                    .store
+                    .mark_event_verified(event.id, &client_id, ClientMethod::WebhookSecret, None, None)
+                    .await?;
+                if won {
+                    if let Some(updated) = self.store.get_event(event.id).await? {
+                        self.reprocess_event(&updated).await?;
+                    }
+                }
+                Ok(true)
+            }
+            Verdict::Unverified(reason) => {
+                self.store.set_event_unverified_reason(event.id, reason).await?;
+                Ok(false)
+            }
+        }
+    }
+}
+
+/// The `Stripe-Signature` header kept with a stored event.
+pub fn stored_signature(headers_json: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(headers_json).ok()?;
+    value
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("stripe-signature"))
+        .and_then(|(_, v)| v.as_str().map(str::to_string))
+}
+
+struct Processed {
+    client: Option<(String, ClientMethod)>,
+    processing: Processing,
+}
+
+struct FactContext {
+    event_id: i64,
+    verified: bool,
+    livemode: bool,
+    client_method: ClientMethod,
+}
+
+/// The purchase key a payment event names before aliases are applied: the
+/// invoice for invoice payments, else the payment intent (SPEC 2.6).
+fn initial_key(p: &PaymentFacts) -> String {
+    if p.source == PaymentSource::Invoice {
+        return p.object_id.clone();
+    }
+    p.invoice
+        .clone()
+        .or_else(|| p.payment_intent.clone())
+        .or_else(|| p.charge.clone())
+        .or_else(|| p.checkout_session.clone())
+        .unwrap_or_else(|| p.object_id.clone())
+}

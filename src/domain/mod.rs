@@ -1,0 +1,102 @@
+//! The domain: the rules of attribution and the ingest pipeline.
+//! Uses the `Store` trait only; no HTTP and no SQL types here.
+
+pub mod attribution;
+pub mod autofix;
+pub mod bot;
+pub mod click;
+pub mod client;
+pub mod conversion;
+pub mod diagnose;
+pub mod ids;
+pub mod ingest;
+pub mod model;
+pub mod money;
+pub mod view;
+
+use tokio::sync::Mutex;
+
+use crate::storage::{DynStore, StoreError};
+
+/// Errors of domain operations. Storage failures keep their kind.
+#[derive(Debug, thiserror::Error)]
+pub enum DomainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{what} not found: {id}")]
+    NotFound { what: &'static str, id: String },
+    #[error("{0}")]
+    Conflict(String),
+}
+
+impl DomainError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Self::Invalid(msg.into())
+    }
+}
+
+pub type DomainResult<T> = Result<T, DomainError>;
+
+/// Settings of the domain that come from configuration.
+#[derive(Debug, Clone)]
+pub struct DomainConfig {
+    /// Public base URL of this service, used in webhook URLs shown to users.
+    pub public_url: String,
+    /// Signature tolerance in seconds (Stripe's default: 300).
+    pub signature_tolerance_s: i64,
+    /// How many times the sweep retries a failed event.
+    pub max_attempts: i64,
+}
+
+impl Default for DomainConfig {
+    fn default() -> Self {
+        Self {
+            public_url: "http://127.0.0.1:8080".into(),
+            signature_tolerance_s: crate::stripe::signature::DEFAULT_TOLERANCE_S,
+            max_attempts: 10,
+        }
+    }
+}
+
+/// The domain service: every use case of salestrack, over one store.
+pub struct Tracker {
+    pub(crate) store: DynStore,
+    pub(crate) config: DomainConfig,
+    /// Serialises the read-derive-write of purchases within this process,
+    /// so that concurrent events of one sale cannot both create it.
+    pub(crate) purchase_lock: Mutex<()>,
+    pub(crate) ip_salt: String,
+}
+
+impl Tracker {
+    /// Builds the service; reads (or creates) the salt used to hash IPs.
+    pub async fn new(store: DynStore, config: DomainConfig) -> DomainResult<Self> {
+        let salt = store
+            .init_setting("ip_salt", &ids::new_id("salt"))
+            .await?;
+        Ok(Self {
+            store,
+            config,
+            purchase_lock: Mutex::new(()),
+            ip_salt: salt,
+        })
+    }
+
+    pub fn store(&self) -> &DynStore {
+        &self.store
+    }
+
+    pub fn config(&self) -> &DomainConfig {
+        &self.config
+    }
+
+    /// The per-client webhook URL to paste into Stripe.
+    pub fn webhook_url(&self, client_id: &str) -> String {
+        format!(
+            "{}/webhooks/stripe/{client_id}",
+            self.config.public_url.trim_end_matches('/')
+        )
+    }
+}

@@ -1,0 +1,3 @@
+//! Background jobs. Each has a `run_once()` that tests drive directly.
+
+pub mod sweep;

@@ -1,0 +1,201 @@
+//! Storage behind one interface: the `Store` trait, its error type, and
+//! `connect(url)` that picks the backend from the URL's scheme.
+//!
+//! No SQL type leaves this module. The domain sees only `Store`.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::domain::model::*;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The store cannot be reached or cannot commit (disk full, locked, down).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported database URL: {0}")]
+    UnsupportedUrl(String),
+    #[error("migration failed: {0}")]
+    Migration(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Everything salestrack keeps. Implemented by `SqliteStore` (and, later,
+/// a PostgreSQL store); the same contract tests run on every backend.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Liveness of the store itself (`/readyz`).
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ---- settings -------------------------------------------------------
+    async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
+    /// Sets `key` only if it has no value yet; returns the value that is stored.
+    async fn init_setting(&self, key: &str, value: &str) -> StoreResult<String>;
+    async fn set_setting(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    // ---- clients ----------------------------------------------------------
+    /// `Conflict` when the name is taken.
+    async fn insert_client(&self, client: &Client) -> StoreResult<()>;
+    /// All clients, oldest first.
+    async fn list_clients(&self) -> StoreResult<Vec<Client>>;
+    async fn get_client(&self, id: &str) -> StoreResult<Option<Client>>;
+    async fn find_client_by_name(&self, name: &str) -> StoreResult<Option<Client>>;
+    async fn update_client_settings(
+        &self,
+        id: &str,
+        settings: &AttributionSettings,
+    ) -> StoreResult<()>;
+    /// Adds an active secret; adding one that exists is a no-op.
+    async fn add_webhook_secret(&self, client_id: &str, secret: &WebhookSecret)
+        -> StoreResult<()>;
+    /// Every client with its active secrets, clients oldest first.
+    async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>>;
+
+    // ---- links ------------------------------------------------------------
+    /// `Conflict` when the client already has this slug.
+    async fn insert_link(&self, link: &Link) -> StoreResult<()>;
+    async fn list_links(&self, client_id: Option<&str>) -> StoreResult<Vec<Link>>;
+    async fn get_link(&self, id: &str) -> StoreResult<Option<Link>>;
+    /// Links with this slug across all clients, oldest first.
+    async fn find_links_by_slug(&self, slug: &str) -> StoreResult<Vec<Link>>;
+    async fn find_link(&self, client_id: &str, slug: &str) -> StoreResult<Option<Link>>;
+    /// The link of this client that owns a promotion code id or code.
+    async fn find_link_by_promo_code(
+        &self,
+        client_id: &str,
+        code: &str,
+    ) -> StoreResult<Option<Link>>;
+
+    // ---- clicks -----------------------------------------------------------
+    /// Durable before it returns.
+    async fn insert_click(&self, click: &Click) -> StoreResult<()>;
+    async fn get_click(&self, client_id: &str, click_id: &str) -> StoreResult<Option<Click>>;
+    /// The most recent non-bot click of the client with `from <= at <= to`
+    /// (`from = None`: no lower bound). Must not slow down with history size.
+    async fn latest_click(
+        &self,
+        client_id: &str,
+        from: Option<Millis>,
+        to: Millis,
+    ) -> StoreResult<Option<Click>>;
+    async fn recent_clicks_for_link(&self, link_id: &str, limit: i64) -> StoreResult<Vec<Click>>;
+    async fn count_clicks(&self, client_id: Option<&str>) -> StoreResult<i64>;
+
+    // ---- webhook events ---------------------------------------------------
+    /// Commits a delivery durably. A second delivery of the same
+    /// `dedup_key` is not inserted: the stored one is returned.
+    async fn insert_event(&self, event: &NewEvent) -> StoreResult<InsertEvent>;
+    async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>>;
+    /// Counts another delivery of a stored event.
+    async fn record_delivery(&self, id: i64) -> StoreResult<()>;
+    /// Marks a stored event verified by `client_id`, with the headers and
+    /// body of the delivery that verified. Returns false if it already was
+    /// verified (someone else won the upgrade).
+    async fn mark_event_verified(
+        &self,
+        id: i64,
+        client_id: &str,
+        client_method: ClientMethod,
+        headers: Option<&str>,
+        body: Option<&[u8]>,
+    ) -> StoreResult<bool>;
+    /// Records the verification reason of a still-unverified event.
+    async fn set_event_unverified_reason(&self, id: i64, reason: UnverifiedReason)
+        -> StoreResult<()>;
+    /// Records what processing made of an event (and bumps its attempts).
+    async fn set_event_processing(
+        &self,
+        id: i64,
+        client: Option<(&str, ClientMethod)>,
+        processing: Processing,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<StoredEvent>>;
+    /// Events that need another processing run: failed (fewer than
+    /// `max_attempts` tries) or waiting for a client. Oldest first.
+    async fn events_to_retry(&self, max_attempts: i64, limit: i64)
+        -> StoreResult<Vec<StoredEvent>>;
+
+    // ---- sale facts and purchase keys -------------------------------------
+    /// Inserts or replaces the fact of `fact.event_id`.
+    async fn upsert_fact(&self, fact: &SaleFact) -> StoreResult<()>;
+    async fn facts_for_purchase(&self, client_id: &str, purchase_key: &str)
+        -> StoreResult<Vec<SaleFact>>;
+    /// The purchase key an object id (`pi_…`, `ch_…`, `cs_…`) belongs to.
+    async fn resolve_alias(&self, client_id: &str, alias: &str) -> StoreResult<Option<String>>;
+    /// Records `alias → purchase_key` and moves everything kept under
+    /// `alias` (facts, aliases pointing at it) to `purchase_key`.
+    async fn set_alias(&self, client_id: &str, alias: &str, purchase_key: &str)
+        -> StoreResult<()>;
+
+    // ---- conversions --------------------------------------------------------
+    async fn get_conversion(&self, id: &str) -> StoreResult<Option<Conversion>>;
+    async fn get_conversion_by_key(
+        &self,
+        client_id: &str,
+        purchase_key: &str,
+    ) -> StoreResult<Option<Conversion>>;
+    /// Inserts or updates by `id`. `Conflict` if another live conversion
+    /// holds the same `(client_id, purchase_key)`.
+    async fn save_conversion(&self, conversion: &Conversion) -> StoreResult<()>;
+    /// Keeps `from` but folds it into `into`: it leaves every list and total.
+    async fn merge_conversion(&self, from_id: &str, into_id: &str) -> StoreResult<()>;
+    /// Re-keys a live conversion.
+    async fn rekey_conversion(&self, id: &str, purchase_key: &str) -> StoreResult<()>;
+    /// Newest purchase first.
+    async fn list_conversions(&self, filter: &ConversionFilter) -> StoreResult<Vec<Conversion>>;
+    /// The most recent other live conversion of the client for this customer
+    /// (or, failing that, this email) that has a link, purchased at or before `before`.
+    async fn customer_history(
+        &self,
+        client_id: &str,
+        customer: Option<&str>,
+        email: Option<&str>,
+        before: Millis,
+        exclude_id: &str,
+    ) -> StoreResult<Option<Conversion>>;
+    /// Ids of live orphans, oldest purchase first.
+    async fn orphan_ids(&self, client_id: Option<&str>, limit: i64) -> StoreResult<Vec<String>>;
+    async fn add_history(&self, entry: &NewHistoryEntry) -> StoreResult<()>;
+    async fn list_history(&self, conversion_id: &str) -> StoreResult<Vec<HistoryEntry>>;
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store a database URL names, creating the SQLite file if needed,
+/// and runs migrations.
+pub async fn connect(url: &str) -> StoreResult<DynStore> {
+    if url.starts_with("sqlite:") {
+        let store = sqlite::SqliteStore::open(url).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Err(StoreError::UnsupportedUrl(
+            "PostgreSQL support is not built yet".into(),
+        ))
+    } else {
+        Err(StoreError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// A database URL with its password masked, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("****"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

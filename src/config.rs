@@ -48,7 +48,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("SALESTRACK_").ignore(&["config", "admin_token", "stripe_api_base"]))
+            .merge(Env::prefixed("SALESTRACK_").ignore(&[
+                "config",
+                "admin_token",
+                "stripe_api_base",
+            ]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -118,7 +122,10 @@ mod tests {
 
     #[test]
     fn intervals_parse_and_zero_turns_off() {
-        assert_eq!(parse_interval("5m").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(
+            parse_interval("5m").unwrap(),
+            Some(Duration::from_secs(300))
+        );
         assert_eq!(parse_interval("0").unwrap(), None);
         assert!(parse_interval("soon").is_err());
     }

@@ -37,9 +37,11 @@ impl From<DomainError> for AppError {
     fn from(e: DomainError) -> Self {
         match e {
             DomainError::Invalid(m) => Self::client(StatusCode::BAD_REQUEST, "invalid_request", m),
-            DomainError::NotFound { what, id } => {
-                Self::client(StatusCode::NOT_FOUND, "not_found", format!("{what} not found: {id}"))
-            }
+            DomainError::NotFound { what, id } => Self::client(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("{what} not found: {id}"),
+            ),
             DomainError::Conflict(m) => Self::client(StatusCode::CONFLICT, "conflict", m),
             DomainError::Store(s) => s.into(),
         }
@@ -82,6 +84,10 @@ impl IntoResponse for AppError {
                 )
             }
         };
-        (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+        (
+            status,
+            Json(json!({"error": {"code": code, "message": message}})),
+        )
+            .into_response()
     }
 }

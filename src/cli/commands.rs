@@ -69,7 +69,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             if json {
                 print_json(&json!({"migrated": true}))
             } else {
-                println!("database is up to date: {}", crate::storage::redact_url(&config.database_url));
+                println!(
+                    "database is up to date: {}",
+                    crate::storage::redact_url(&config.database_url)
+                );
                 Ok(())
             }
         }
@@ -98,7 +101,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 return print_json(&rows);
             }
             print_table(
-                &["ID", "PURCHASED", "AMOUNT", "NET", "STATUS", "KIND", "LINK", "METHOD", "VERIFIED", "MODE"],
+                &[
+                    "ID",
+                    "PURCHASED",
+                    "AMOUNT",
+                    "NET",
+                    "STATUS",
+                    "KIND",
+                    "LINK",
+                    "METHOD",
+                    "VERIFIED",
+                    "MODE",
+                ],
                 rows.iter()
                     .map(|c| {
                         vec![
@@ -222,7 +236,10 @@ async fn client(tracker: Arc<Tracker>, cmd: ClientCommand, json: bool) -> anyhow
             println!("client {} added: {}", out.name, out.id);
             println!("webhook URL to paste into Stripe: {}", out.webhook_url);
             if out.secrets.is_empty() {
-                println!("next: salestrack client add-secret {} whsec_… (the endpoint's signing secret)", out.id);
+                println!(
+                    "next: salestrack client add-secret {} whsec_… (the endpoint's signing secret)",
+                    out.id
+                );
             }
             Ok(())
         }
@@ -243,7 +260,11 @@ async fn client(tracker: Arc<Tracker>, cmd: ClientCommand, json: bool) -> anyhow
                             c.id.clone(),
                             c.name.clone(),
                             c.domain.clone().unwrap_or_default(),
-                            if c.secrets.is_empty() { "none".into() } else { c.secrets.join(",") },
+                            if c.secrets.is_empty() {
+                                "none".into()
+                            } else {
+                                c.secrets.join(",")
+                            },
                             c.webhook_url.clone(),
                         ]
                     })
@@ -257,7 +278,11 @@ async fn client(tracker: Arc<Tracker>, cmd: ClientCommand, json: bool) -> anyhow
             if json {
                 return print_json(&out);
             }
-            println!("secret added to {}; active secrets: {}", out.name, out.secrets.join(", "));
+            println!(
+                "secret added to {}; active secrets: {}",
+                out.name,
+                out.secrets.join(", ")
+            );
             println!("stored events that failed verification can now be checked again: salestrack events reprocess --unverified");
             Ok(())
         }
@@ -285,7 +310,10 @@ async fn link(tracker: Arc<Tracker>, cmd: LinkCommand, json: bool) -> anyhow::Re
             if json {
                 return print_json(&link);
             }
-            println!("link {} added: {} → {}", link.slug, link.id, link.destination);
+            println!(
+                "link {} added: {} → {}",
+                link.slug, link.id, link.destination
+            );
             println!(
                 "share: {}/r/{}",
                 tracker.config().public_url.trim_end_matches('/'),
@@ -303,7 +331,14 @@ async fn link(tracker: Arc<Tracker>, cmd: LinkCommand, json: bool) -> anyhow::Re
                 return print_json(&links);
             }
             print_table(
-                &["ID", "CLIENT", "SLUG", "DESTINATION", "LABEL", "PROMO CODES"],
+                &[
+                    "ID",
+                    "CLIENT",
+                    "SLUG",
+                    "DESTINATION",
+                    "LABEL",
+                    "PROMO CODES",
+                ],
                 links
                     .iter()
                     .map(|l| {
@@ -330,12 +365,24 @@ async fn diagnose(tracker: &Tracker, args: super::DiagnoseArgs, json: bool) -> a
             return print_json(&diagnoses);
         }
         for d in diagnoses {
-            println!("link {} ({}) of client {} ({})", d.link.slug, d.link.id, d.client.name, d.client.id);
+            println!(
+                "link {} ({}) of client {} ({})",
+                d.link.slug, d.link.id, d.client.name, d.client.id
+            );
             println!("  destination: {}", d.link.destination);
             println!("  webhook URL: {}", d.webhook_url);
-            println!("  recent clicks: {} ({} from bots)", d.recent_clicks.len(), d.bot_clicks);
+            println!(
+                "  recent clicks: {} ({} from bots)",
+                d.recent_clicks.len(),
+                d.bot_clicks
+            );
             for c in d.recent_clicks.iter().take(5) {
-                println!("    {} {}{}", rfc3339(c.at), c.id, if c.bot { " [bot]" } else { "" });
+                println!(
+                    "    {} {}{}",
+                    rfc3339(c.at),
+                    c.id,
+                    if c.bot { " [bot]" } else { "" }
+                );
             }
             println!("  conversions: {}", d.conversions.len());
             for c in &d.conversions {
@@ -347,7 +394,12 @@ async fn diagnose(tracker: &Tracker, args: super::DiagnoseArgs, json: bool) -> a
                     c.method.map_or("-", |m| m.as_str())
                 );
                 for step in &c.trace {
-                    println!("      {:<22} {:<9} {}", step.step, format!("{:?}", step.outcome).to_lowercase(), step.detail);
+                    println!(
+                        "      {:<22} {:<9} {}",
+                        step.step,
+                        format!("{:?}", step.outcome).to_lowercase(),
+                        step.detail
+                    );
                 }
             }
             println!("  orphans of this client: {}", d.orphans_nearby.len());
@@ -396,16 +448,30 @@ async fn diagnose(tracker: &Tracker, args: super::DiagnoseArgs, json: bool) -> a
     println!("  client found by: {}", c.client_method.as_str());
     println!(
         "  link: {} via {}",
-        d.link.as_ref().map_or("(orphan)".to_string(), |l| l.slug.clone()),
+        d.link
+            .as_ref()
+            .map_or("(orphan)".to_string(), |l| l.slug.clone()),
         c.method.map_or("-", |m| m.as_str())
     );
     println!("  trace:");
     for step in &c.trace {
-        println!("    {:<22} {:<9} {}", step.step, format!("{:?}", step.outcome).to_lowercase(), step.detail);
+        println!(
+            "    {:<22} {:<9} {}",
+            step.step,
+            format!("{:?}", step.outcome).to_lowercase(),
+            step.detail
+        );
     }
     println!("  history: {}", d.history.len());
     for h in &d.history {
-        println!("    {} {} {:?} → {:?}: {}", rfc3339(h.at), h.actor, h.from_link_id, h.to_link_id, h.reason);
+        println!(
+            "    {} {} {:?} → {:?}: {}",
+            rfc3339(h.at),
+            h.actor,
+            h.from_link_id,
+            h.to_link_id,
+            h.reason
+        );
     }
     println!("  next steps:");
     for s in &d.next_steps {
@@ -414,7 +480,13 @@ async fn diagnose(tracker: &Tracker, args: super::DiagnoseArgs, json: bool) -> a
     Ok(())
 }
 
-async fn reprocess(tracker: &Tracker, unverified: bool, failed: bool, all: bool, json: bool) -> anyhow::Result<()> {
+async fn reprocess(
+    tracker: &Tracker,
+    unverified: bool,
+    failed: bool,
+    all: bool,
+    json: bool,
+) -> anyhow::Result<()> {
     let (unverified, failed) = if !unverified && !failed && !all {
         (true, true)
     } else {

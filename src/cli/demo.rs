@@ -20,16 +20,25 @@ use crate::stripe::signature::header_for;
 const DAY: i64 = 24 * 3600;
 const DEMO_DB: &str = "sqlite://salestrack-demo.db";
 
-pub async fn run(database: Option<&str>, config_file: Option<&str>, args: &DemoArgs) -> anyhow::Result<()> {
+pub async fn run(
+    database: Option<&str>,
+    config_file: Option<&str>,
+    args: &DemoArgs,
+) -> anyhow::Result<()> {
     let url = database.unwrap_or(DEMO_DB).to_string();
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
         let path = path.split('?').next().unwrap_or(path);
         for suffix in ["", "-wal", "-shm"] {
             let file = format!("{path}{suffix}");
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing the old demo database {file}")),
+                Err(e) => {
+                    return Err(e).with_context(|| format!("removing the old demo database {file}"))
+                }
             }
         }
     }
@@ -48,7 +57,10 @@ pub async fn run(database: Option<&str>, config_file: Option<&str>, args: &DemoA
         .list_conversions(&ConversionFilter::default())
         .await?
         .len();
-    println!("demo database {} populated: 2 clients, {count} conversions", crate::storage::redact_url(&url));
+    println!(
+        "demo database {} populated: 2 clients, {count} conversions",
+        crate::storage::redact_url(&url)
+    );
     println!("try: salestrack --database {url} conversions list");
     println!("     salestrack --database {url} diagnose --link-slug flexus1");
     if args.no_serve {
@@ -86,7 +98,14 @@ impl Story {
     }
 
     /// Sends one Stripe-shaped event, signed with `secret`, through the real pipeline.
-    async fn send(&mut self, client: &Client, secret: &str, event_type: &str, created: i64, object: Value) -> anyhow::Result<()> {
+    async fn send(
+        &mut self,
+        client: &Client,
+        secret: &str,
+        event_type: &str,
+        created: i64,
+        object: Value,
+    ) -> anyhow::Result<()> {
         self.seq += 1;
         let event = json!({
             "id": format!("evt_demo{:04}{}", self.seq, &new_id("x")[2..12]),
@@ -115,7 +134,17 @@ impl Story {
     }
 }
 
-fn checkout(id: &str, pi: &str, amount: i64, currency: &str, customer: &str, email: &str, created: i64, extra: Value) -> Value {
+#[allow(clippy::too_many_arguments)]
+fn checkout(
+    id: &str,
+    pi: &str,
+    amount: i64,
+    currency: &str,
+    customer: &str,
+    email: &str,
+    created: i64,
+    extra: Value,
+) -> Value {
     let mut object = json!({
         "id": id, "object": "checkout.session", "mode": "payment", "payment_status": "paid", "status": "complete",
         "amount_subtotal": amount, "amount_total": amount, "currency": currency, "created": created - 120,
@@ -130,14 +159,31 @@ fn checkout(id: &str, pi: &str, amount: i64, currency: &str, customer: &str, ema
     object
 }
 
-fn payment_intent(id: &str, amount: i64, currency: &str, customer: &str, email: &str, metadata: Value) -> Value {
+fn payment_intent(
+    id: &str,
+    amount: i64,
+    currency: &str,
+    customer: &str,
+    email: &str,
+    metadata: Value,
+) -> Value {
     json!({
         "id": id, "object": "payment_intent", "amount": amount, "amount_received": amount, "currency": currency,
         "customer": customer, "receipt_email": email, "status": "succeeded", "metadata": metadata, "livemode": false,
     })
 }
 
-fn invoice(id: &str, amount: i64, customer: &str, email: &str, subscription: &str, reason: &str, paid_at: i64, metadata: Value) -> Value {
+#[allow(clippy::too_many_arguments)]
+fn invoice(
+    id: &str,
+    amount: i64,
+    customer: &str,
+    email: &str,
+    subscription: &str,
+    reason: &str,
+    paid_at: i64,
+    metadata: Value,
+) -> Value {
     json!({
         "id": id, "object": "invoice", "amount_due": amount, "amount_paid": amount, "currency": "usd",
         "billing_reason": reason, "customer": customer, "customer_email": email, "status": "paid",
@@ -183,19 +229,49 @@ async fn populate(tracker: &Arc<Tracker>) -> anyhow::Result<()> {
         promo_codes: promo.iter().map(|p| p.to_string()).collect(),
     };
     let flexus1 = tracker
-        .add_link(link(&a, "flexus1", "https://lowbackability.com/program", "Creator: Flexus (Instagram)", &["promo_FLEXUS10", "FLEXUS10"]))
+        .add_link(link(
+            &a,
+            "flexus1",
+            "https://lowbackability.com/program",
+            "Creator: Flexus (Instagram)",
+            &["promo_FLEXUS10", "FLEXUS10"],
+        ))
         .await?;
     let spring = tracker
-        .add_link(link(&a, "spring-sale", "https://lowbackability.com/spring", "Newsletter: spring sale", &[]))
+        .add_link(link(
+            &a,
+            "spring-sale",
+            "https://lowbackability.com/spring",
+            "Newsletter: spring sale",
+            &[],
+        ))
         .await?;
     let podcast = tracker
-        .add_link(link(&a, "creator-podcast", "https://lowbackability.com/pro", "Podcast sponsorship", &[]))
+        .add_link(link(
+            &a,
+            "creator-podcast",
+            "https://lowbackability.com/pro",
+            "Podcast sponsorship",
+            &[],
+        ))
         .await?;
     let yoga = tracker
-        .add_link(link(&b, "yoga-week", "https://flexus.studio/week", "Campaign: yoga week", &[]))
+        .add_link(link(
+            &b,
+            "yoga-week",
+            "https://flexus.studio/week",
+            "Campaign: yoga week",
+            &[],
+        ))
         .await?;
     let anna = tracker
-        .add_link(link(&b, "coach-anna", "https://buy.stripe.com/test_demo_anna", "Coach Anna (Payment Link)", &[]))
+        .add_link(link(
+            &b,
+            "coach-anna",
+            "https://buy.stripe.com/test_demo_anna",
+            "Coach Anna (Payment Link)",
+            &[],
+        ))
         .await?;
 
     // Clicks over eight weeks for client A, some from link-preview bots.
@@ -224,14 +300,39 @@ async fn populate(tracker: &Arc<Tracker>) -> anyhow::Result<()> {
     let flexus_click = flexus_click.context("demo click")?;
     // 1. click id — checkout passes the click id as client_reference_id.
     story
-        .send(&a, secret_a, "checkout.session.completed", now - 2 * DAY,
-            checkout("cs_test_demo_click", "pi_demo_click", 4900, "usd", "cus_demo_jenny", "jenny@example.com", now - 2 * DAY,
-                json!({"client_reference_id": flexus_click.id})))
+        .send(
+            &a,
+            secret_a,
+            "checkout.session.completed",
+            now - 2 * DAY,
+            checkout(
+                "cs_test_demo_click",
+                "pi_demo_click",
+                4900,
+                "usd",
+                "cus_demo_jenny",
+                "jenny@example.com",
+                now - 2 * DAY,
+                json!({"client_reference_id": flexus_click.id}),
+            ),
+        )
         .await?;
     // 2. link slug — metadata link_slug set at checkout; later partly refunded.
     story
-        .send(&a, secret_a, "payment_intent.succeeded", now - 5 * DAY,
-            payment_intent("pi_demo_slug", 2900, "usd", "cus_demo_omar", "omar@example.com", json!({"link_slug": "spring-sale"})))
+        .send(
+            &a,
+            secret_a,
+            "payment_intent.succeeded",
+            now - 5 * DAY,
+            payment_intent(
+                "pi_demo_slug",
+                2900,
+                "usd",
+                "cus_demo_omar",
+                "omar@example.com",
+                json!({"link_slug": "spring-sale"}),
+            ),
+        )
         .await?;
     story
         .send(&a, secret_a, "charge.refunded", now - DAY,
@@ -240,44 +341,144 @@ async fn populate(tracker: &Arc<Tracker>) -> anyhow::Result<()> {
         .await?;
     // 3. promotion code — the audience typed FLEXUS10 instead of clicking.
     story
-        .send(&a, secret_a, "checkout.session.completed", now - 4 * DAY,
-            checkout("cs_test_demo_promo", "pi_demo_promo", 4410, "usd", "cus_demo_lena", "lena@example.com", now - 4 * DAY,
-                json!({"discounts": [{"coupon": null, "promotion_code": "promo_FLEXUS10"}]})))
+        .send(
+            &a,
+            secret_a,
+            "checkout.session.completed",
+            now - 4 * DAY,
+            checkout(
+                "cs_test_demo_promo",
+                "pi_demo_promo",
+                4410,
+                "usd",
+                "cus_demo_lena",
+                "lena@example.com",
+                now - 4 * DAY,
+                json!({"discounts": [{"coupon": null, "promotion_code": "promo_FLEXUS10"}]}),
+            ),
+        )
         .await?;
     // 4. customer history — a subscription whose renewal carries no metadata.
     story
-        .send(&a, secret_a, "invoice.paid", now - 40 * DAY,
-            invoice("in_demo_sub_1", 1900, "cus_demo_sam", "sam@example.com", "sub_demo_sam", "subscription_create", now - 40 * DAY,
-                json!({"link_slug": "creator-podcast"})))
+        .send(
+            &a,
+            secret_a,
+            "invoice.paid",
+            now - 40 * DAY,
+            invoice(
+                "in_demo_sub_1",
+                1900,
+                "cus_demo_sam",
+                "sam@example.com",
+                "sub_demo_sam",
+                "subscription_create",
+                now - 40 * DAY,
+                json!({"link_slug": "creator-podcast"}),
+            ),
+        )
         .await?;
     story
-        .send(&a, secret_a, "invoice.paid", now - 10 * DAY,
-            invoice("in_demo_sub_2", 1900, "cus_demo_sam", "sam@example.com", "sub_demo_sam", "subscription_cycle", now - 10 * DAY, json!({})))
+        .send(
+            &a,
+            secret_a,
+            "invoice.paid",
+            now - 10 * DAY,
+            invoice(
+                "in_demo_sub_2",
+                1900,
+                "cus_demo_sam",
+                "sam@example.com",
+                "sub_demo_sam",
+                "subscription_cycle",
+                now - 10 * DAY,
+                json!({}),
+            ),
+        )
         .await?;
     // 5. primary window — no hints at all; the latest click of the last 60 days wins.
     story
-        .send(&a, secret_a, "payment_intent.succeeded", now - DAY,
-            payment_intent("pi_demo_window", 9900, "usd", "cus_demo_kai", "kai@example.com", json!({})))
+        .send(
+            &a,
+            secret_a,
+            "payment_intent.succeeded",
+            now - DAY,
+            payment_intent(
+                "pi_demo_window",
+                9900,
+                "usd",
+                "cus_demo_kai",
+                "kai@example.com",
+                json!({}),
+            ),
+        )
         .await?;
     // 6. fallback window — client B's latest earlier click is 75 days before the sale.
     story
-        .send(&b, secret_b, "payment_intent.succeeded", now - 75 * DAY,
-            payment_intent("pi_demo_fallback", 2500, "eur", "cus_demo_mia", "mia@example.de", json!({})))
+        .send(
+            &b,
+            secret_b,
+            "payment_intent.succeeded",
+            now - 75 * DAY,
+            payment_intent(
+                "pi_demo_fallback",
+                2500,
+                "eur",
+                "cus_demo_mia",
+                "mia@example.de",
+                json!({}),
+            ),
+        )
         .await?;
     // 7. any time — the only earlier click is 100 days before.
     story
-        .send(&b, secret_b, "payment_intent.succeeded", now - 200 * DAY,
-            payment_intent("pi_demo_anytime", 4900, "jpy", "cus_demo_yui", "yui@example.jp", json!({})))
+        .send(
+            &b,
+            secret_b,
+            "payment_intent.succeeded",
+            now - 200 * DAY,
+            payment_intent(
+                "pi_demo_anytime",
+                4900,
+                "jpy",
+                "cus_demo_yui",
+                "yui@example.jp",
+                json!({}),
+            ),
+        )
         .await?;
     // An orphan: a sale from before any click of client B.
     story
-        .send(&b, secret_b, "payment_intent.succeeded", now - 400 * DAY,
-            payment_intent("pi_demo_orphan", 12000, "jpy", "cus_demo_ren", "ren@example.jp", json!({})))
+        .send(
+            &b,
+            secret_b,
+            "payment_intent.succeeded",
+            now - 400 * DAY,
+            payment_intent(
+                "pi_demo_orphan",
+                12000,
+                "jpy",
+                "cus_demo_ren",
+                "ren@example.jp",
+                json!({}),
+            ),
+        )
         .await?;
     // A failed signature: signed with an old secret, held out of every total.
     story
-        .send(&a, "whsec_demo_rotated_out_0000", "payment_intent.succeeded", now - 3600,
-            payment_intent("pi_demo_forged", 99900, "usd", "cus_demo_x", "x@lowbackability.com", json!({"link_slug": "flexus1"})))
+        .send(
+            &a,
+            "whsec_demo_rotated_out_0000",
+            "payment_intent.succeeded",
+            now - 3600,
+            payment_intent(
+                "pi_demo_forged",
+                99900,
+                "usd",
+                "cus_demo_x",
+                "x@lowbackability.com",
+                json!({"link_slug": "flexus1"}),
+            ),
+        )
         .await?;
     Ok(())
 }

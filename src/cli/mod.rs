@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 pub use commands::run;
 
 #[derive(Debug, Parser)]
-#[command(name = "salestrack", version, about = "Self-hosted sales attribution for link-based marketing on Stripe")]
+#[command(
+    name = "salestrack",
+    version,
+    about = "Self-hosted sales attribution for link-based marketing on Stripe"
+)]
 pub struct Cli {
     /// Database URL: sqlite://FILE (default sqlite://salestrack.db) or postgres://…
     #[arg(long, global = true, env = "SALESTRACK_DATABASE_URL")]

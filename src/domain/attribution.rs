@@ -72,19 +72,29 @@ const ORDER: [Method; 7] = [
 ];
 
 /// Runs the seven steps of layer 2.
-pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> StoreResult<Attribution> {
+pub async fn attribute(
+    store: &dyn Store,
+    input: &AttributionInput<'_>,
+) -> StoreResult<Attribution> {
     let client = input.client;
     let hints = input.hints;
     let mut trace = Trace(Vec::new());
 
     // 1. click id
-    let click_candidates: Vec<&str> = [hints.click_id.as_deref(), hints.client_reference_id.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter(|c| !c.is_empty())
-        .collect();
+    let click_candidates: Vec<&str> = [
+        hints.click_id.as_deref(),
+        hints.client_reference_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|c| !c.is_empty())
+    .collect();
     if click_candidates.is_empty() {
-        trace.push(Method::ClickId, StepOutcome::NoMatch, "no click id on the purchase");
+        trace.push(
+            Method::ClickId,
+            StepOutcome::NoMatch,
+            "no click id on the purchase",
+        );
     } else {
         let mut notes = Vec::new();
         for candidate in &click_candidates {
@@ -95,7 +105,12 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
                         StepOutcome::Matched,
                         format!("click {} names link {}", click.id, click.link_id),
                     );
-                    return Ok(matched(trace, Method::ClickId, click.link_id, Some(click.id)));
+                    return Ok(matched(
+                        trace,
+                        Method::ClickId,
+                        click.link_id,
+                        Some(click.id),
+                    ));
                 }
                 Some(click) => notes.push(format!("{} is a bot click", click.id)),
                 None => notes.push(format!("{candidate:?} is not a click of this client")),
@@ -105,13 +120,20 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
     }
 
     // 2. link slug (metadata link_slug / ref; client_reference_id may hold a slug too)
-    let slug_candidates: Vec<&str> = [hints.link_slug.as_deref(), hints.client_reference_id.as_deref()]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.is_empty())
-        .collect();
+    let slug_candidates: Vec<&str> = [
+        hints.link_slug.as_deref(),
+        hints.client_reference_id.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .filter(|s| !s.is_empty())
+    .collect();
     if slug_candidates.is_empty() {
-        trace.push(Method::LinkSlug, StepOutcome::NoMatch, "no link_slug or ref in metadata");
+        trace.push(
+            Method::LinkSlug,
+            StepOutcome::NoMatch,
+            "no link_slug or ref in metadata",
+        );
     } else {
         let mut notes = Vec::new();
         for slug in &slug_candidates {
@@ -130,7 +152,11 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
 
     // 3. promotion code
     if hints.promotion_codes.is_empty() {
-        trace.push(Method::PromotionCode, StepOutcome::NoMatch, "no promotion code on the purchase");
+        trace.push(
+            Method::PromotionCode,
+            StepOutcome::NoMatch,
+            "no promotion code on the purchase",
+        );
     } else {
         for code in &hints.promotion_codes {
             if let Some(link) = store.find_link_by_promo_code(&client.id, code).await? {
@@ -151,7 +177,11 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
 
     // 4. customer history
     if input.customer.is_none() && input.email.is_none() {
-        trace.push(Method::CustomerHistory, StepOutcome::NoMatch, "no customer id or email");
+        trace.push(
+            Method::CustomerHistory,
+            StepOutcome::NoMatch,
+            "no customer id or email",
+        );
     } else {
         match store
             .customer_history(
@@ -168,9 +198,17 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
                 trace.push(
                     Method::CustomerHistory,
                     StepOutcome::Matched,
-                    format!("earlier conversion {} of this customer has link {link}", earlier.id),
+                    format!(
+                        "earlier conversion {} of this customer has link {link}",
+                        earlier.id
+                    ),
                 );
-                return Ok(matched(trace, Method::CustomerHistory, link, earlier.click_id));
+                return Ok(matched(
+                    trace,
+                    Method::CustomerHistory,
+                    link,
+                    earlier.click_id,
+                ));
             }
             None => trace.push(
                 Method::CustomerHistory,
@@ -183,8 +221,14 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
     // 5–7. click windows
     let settings = client.settings;
     let windows = [
-        (Method::ClickWindowPrimary, Some(settings.window_primary_days)),
-        (Method::ClickWindowFallback, Some(settings.window_fallback_days)),
+        (
+            Method::ClickWindowPrimary,
+            Some(settings.window_primary_days),
+        ),
+        (
+            Method::ClickWindowFallback,
+            Some(settings.window_fallback_days),
+        ),
         (Method::ClickAnyTime, None),
     ];
     for (method, days) in windows {
@@ -199,7 +243,10 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
             continue;
         }
         let from = days.map(|d| input.purchased_at - d * DAY_MS);
-        match store.latest_click(&client.id, from, input.purchased_at).await? {
+        match store
+            .latest_click(&client.id, from, input.purchased_at)
+            .await?
+        {
             Some(click) => {
                 trace.push(
                     method,
@@ -230,7 +277,10 @@ pub async fn attribute(store: &dyn Store, input: &AttributionInput<'_>) -> Store
 /// Layer 4's broader search: a non-bot click of the client up to 15 minutes
 /// after the purchase (the beacon can arrive late), within the fallback window
 /// or, when the any-time fallback is on, at any earlier time.
-pub async fn broader_search(store: &dyn Store, input: &AttributionInput<'_>) -> StoreResult<(Option<Click>, TraceStep)> {
+pub async fn broader_search(
+    store: &dyn Store,
+    input: &AttributionInput<'_>,
+) -> StoreResult<(Option<Click>, TraceStep)> {
     let settings = input.client.settings;
     let from = (!settings.any_time_fallback)
         .then(|| input.purchased_at - settings.window_fallback_days * DAY_MS);

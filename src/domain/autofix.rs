@@ -37,7 +37,10 @@ impl Tracker {
             Some(c) => Some(self.find_client(c).await?.id),
             None => None,
         };
-        let ids = self.store.orphan_ids(client_id.as_deref(), i64::MAX).await?;
+        let ids = self
+            .store
+            .orphan_ids(client_id.as_deref(), i64::MAX)
+            .await?;
         let clients = self.store.list_clients().await?;
         let mut report = AutofixReport::default();
         for id in ids {
@@ -48,7 +51,9 @@ impl Tracker {
             let Some(client) = clients.iter().find(|c| c.id == orphan.client_id) else {
                 continue;
             };
-            let updated = self.recompute(client, &orphan.purchase_key, "autofix").await?;
+            let updated = self
+                .recompute(client, &orphan.purchase_key, "autofix")
+                .await?;
             match updated {
                 Some(c) if c.link_id.is_some() => report.fixed += 1,
                 Some(c) => {
@@ -61,13 +66,22 @@ impl Tracker {
                 None => {}
             }
         }
-        tracing::info!(fixed = report.fixed, remaining = report.remaining, "auto-fix run");
+        tracing::info!(
+            fixed = report.fixed,
+            remaining = report.remaining,
+            "auto-fix run"
+        );
         Ok(report)
     }
 
     /// Sets a conversion's link by hand. A manual choice is never replaced
     /// automatically; the change goes into the history.
-    pub async fn set_link_manually(&self, conversion_id: &str, link_id: &str, actor: &str) -> DomainResult<Conversion> {
+    pub async fn set_link_manually(
+        &self,
+        conversion_id: &str,
+        link_id: &str,
+        actor: &str,
+    ) -> DomainResult<Conversion> {
         let _guard = self.purchase_lock.lock().await;
         let mut conversion = self
             .store
@@ -77,10 +91,14 @@ impl Tracker {
                 what: "conversion",
                 id: conversion_id.to_string(),
             })?;
-        let link = self.store.get_link(link_id).await?.ok_or_else(|| DomainError::NotFound {
-            what: "link",
-            id: link_id.to_string(),
-        })?;
+        let link = self
+            .store
+            .get_link(link_id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "link",
+                id: link_id.to_string(),
+            })?;
         if link.client_id != conversion.client_id {
             return Err(DomainError::invalid("the link belongs to another client"));
         }

@@ -53,7 +53,10 @@ fn clip(value: Option<String>) -> Option<String> {
 
 /// Visitor ids are ours (`vis_…`) or a client's: short and plain.
 fn valid_visitor_id(v: &str) -> bool {
-    !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    !v.is_empty()
+        && v.len() <= 64
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The destination with `ref` and `sclid` set (and `client_reference_id` for
@@ -125,13 +128,23 @@ impl Tracker {
                 let client = self.find_client(c).await.map_err(|_| not_found())?;
                 self.store.find_link(&client.id, slug.as_str()).await?
             }
-            None => self.store.find_links_by_slug(slug.as_str()).await?.into_iter().next(),
+            None => self
+                .store
+                .find_links_by_slug(slug.as_str())
+                .await?
+                .into_iter()
+                .next(),
         };
         link.ok_or_else(not_found)
     }
 
     /// `GET /r/{slug}`: records the click durably and returns where to go.
-    pub async fn record_redirect(&self, client: Option<&str>, slug: &str, visit: Visit) -> DomainResult<Redirect> {
+    pub async fn record_redirect(
+        &self,
+        client: Option<&str>,
+        slug: &str,
+        visit: Visit,
+    ) -> DomainResult<Redirect> {
         let link = self.find_link_for_slug(client, slug).await?;
         let visitor_id = visit
             .visitor_id
@@ -152,7 +165,12 @@ impl Tracker {
     /// with `?ref=`. `origin` (the page's origin) picks the client when the
     /// slug exists for several. Returns the click and whether the origin is
     /// the link's client's domain (for CORS).
-    pub async fn record_beacon(&self, slug: &str, origin: Option<&str>, visit: Visit) -> DomainResult<(Click, bool)> {
+    pub async fn record_beacon(
+        &self,
+        slug: &str,
+        origin: Option<&str>,
+        visit: Visit,
+    ) -> DomainResult<(Click, bool)> {
         let not_found = || DomainError::NotFound {
             what: "link",
             id: slug.chars().take(80).collect(),
@@ -164,7 +182,11 @@ impl Tracker {
         if let Some(od) = &origin_domain {
             for link in &links {
                 if let Some(client) = self.store.get_client(&link.client_id).await? {
-                    if client.domain.as_deref().is_some_and(|d| domain_matches(od, d)) {
+                    if client
+                        .domain
+                        .as_deref()
+                        .is_some_and(|d| domain_matches(od, d))
+                    {
                         chosen = Some((link.clone(), true));
                         break;
                     }
@@ -208,8 +230,15 @@ mod tests {
 
     #[test]
     fn redirects_carry_ref_and_click_id() {
-        let loc = redirect_location("https://shop.com/p?utm_source=x&ref=old", "flexus1", "clk_1");
-        assert_eq!(loc, "https://shop.com/p?utm_source=x&ref=flexus1&sclid=clk_1");
+        let loc = redirect_location(
+            "https://shop.com/p?utm_source=x&ref=old",
+            "flexus1",
+            "clk_1",
+        );
+        assert_eq!(
+            loc,
+            "https://shop.com/p?utm_source=x&ref=flexus1&sclid=clk_1"
+        );
     }
 
     #[test]

@@ -128,8 +128,7 @@ pub struct LinkIn {
 
 fn check_secret(secret: &str) -> DomainResult<WebhookSecret> {
     let secret = secret.trim();
-    if !secret.starts_with("whsec_") || secret.len() < 10 || secret.contains(char::is_whitespace)
-    {
+    if !secret.starts_with("whsec_") || secret.len() < 10 || secret.contains(char::is_whitespace) {
         return Err(DomainError::invalid(
             "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
         ));
@@ -141,12 +140,20 @@ impl Tracker {
     pub async fn add_client(&self, input: ClientIn) -> DomainResult<Client> {
         let name = input.name.trim().to_string();
         if name.is_empty() || name.len() > 200 {
-            return Err(DomainError::invalid("a client needs a name of 1–200 characters"));
+            return Err(DomainError::invalid(
+                "a client needs a name of 1–200 characters",
+            ));
         }
-        let secret = input.webhook_secret.as_deref().map(check_secret).transpose()?;
+        let secret = input
+            .webhook_secret
+            .as_deref()
+            .map(check_secret)
+            .transpose()?;
         if let Some(acct) = &input.stripe_account {
             if !acct.starts_with("acct_") {
-                return Err(DomainError::invalid("a Stripe account id starts with acct_"));
+                return Err(DomainError::invalid(
+                    "a Stripe account id starts with acct_",
+                ));
             }
         }
         let client = Client {
@@ -162,12 +169,15 @@ impl Tracker {
             settings: AttributionSettings::default(),
             created_at: now_millis(),
         };
-        self.store.insert_client(&client).await.map_err(|e| match e {
-            crate::storage::StoreError::Conflict(_) => {
-                DomainError::Conflict(format!("a client named {:?} exists", client.name))
-            }
-            other => other.into(),
-        })?;
+        self.store
+            .insert_client(&client)
+            .await
+            .map_err(|e| match e {
+                crate::storage::StoreError::Conflict(_) => {
+                    DomainError::Conflict(format!("a client named {:?} exists", client.name))
+                }
+                other => other.into(),
+            })?;
         if let Some(secret) = secret {
             self.store.add_webhook_secret(&client.id, &secret).await?;
         }
@@ -200,7 +210,8 @@ impl Tracker {
 
     pub async fn add_link(&self, input: LinkIn) -> DomainResult<Link> {
         let client = self.find_client(&input.client).await?;
-        let slug = Slug::parse(input.slug.trim()).map_err(|e| DomainError::invalid(e.to_string()))?;
+        let slug =
+            Slug::parse(input.slug.trim()).map_err(|e| DomainError::invalid(e.to_string()))?;
         let destination = url::Url::parse(input.destination.trim())
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -209,7 +220,9 @@ impl Tracker {
         for code in input.promo_codes {
             let code = code.trim().to_string();
             if code.is_empty() || code.len() > 100 {
-                return Err(DomainError::invalid("a promotion code has 1–100 characters"));
+                return Err(DomainError::invalid(
+                    "a promotion code has 1–100 characters",
+                ));
             }
             if !promo_codes.contains(&code) {
                 promo_codes.push(code);
@@ -259,7 +272,12 @@ impl Tracker {
 mod tests {
     use super::*;
 
-    fn client(id: &str, account: Option<&str>, domain: Option<&str>, secrets: &[&str]) -> ClientSecrets {
+    fn client(
+        id: &str,
+        account: Option<&str>,
+        domain: Option<&str>,
+        secrets: &[&str],
+    ) -> ClientSecrets {
         ClientSecrets {
             client: Client {
                 id: id.into(),
@@ -288,7 +306,9 @@ mod tests {
         let header = signed(body, "whsec_new_bbbb", 1000);
         assert_eq!(
             verify_delivery(body, Some(&header), &clients, 1010, 300),
-            Verdict::Verified { client_id: "b".into() }
+            Verdict::Verified {
+                client_id: "b".into()
+            }
         );
     }
 
@@ -340,7 +360,10 @@ mod tests {
             suspect_client(&clients, Some("acct_unknown"), Some("jo@gmail.com")),
             Some(("with_secret".into(), ClientMethod::FirstClientWithSecret))
         );
-        let no_secrets = [client("first", None, None, &[]), client("second", None, None, &[])];
+        let no_secrets = [
+            client("first", None, None, &[]),
+            client("second", None, None, &[]),
+        ];
         assert_eq!(
             suspect_client(&no_secrets, None, None),
             Some(("first".into(), ClientMethod::FirstClient))

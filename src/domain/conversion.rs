@@ -45,9 +45,8 @@ fn source_rank(source: PaymentSource) -> u8 {
 /// (hints, refunds or disputes that arrived first wait for it).
 pub fn derive(key: &str, facts: &[SaleFact]) -> Option<Derived> {
     let invoice_key = is_invoice_key(key);
-    let counts = |p: &PaymentFacts| {
-        p.counts && (!invoice_key || p.source == PaymentSource::Invoice)
-    };
+    let counts =
+        |p: &PaymentFacts| p.counts && (!invoice_key || p.source == PaymentSource::Invoice);
     let counting: Vec<(&SaleFact, &PaymentFacts)> = facts
         .iter()
         .filter_map(|f| match &f.body {
@@ -76,9 +75,16 @@ pub fn derive(key: &str, facts: &[SaleFact]) -> Option<Derived> {
             _ => None,
         })
         .collect();
-    payments.sort_by_key(|(f, p)| (f.event_id != primary_fact.event_id, source_rank(p.source), f.event_id));
+    payments.sort_by_key(|(f, p)| {
+        (
+            f.event_id != primary_fact.event_id,
+            source_rank(p.source),
+            f.event_id,
+        )
+    });
 
-    let first = |get: &dyn Fn(&PaymentFacts) -> Option<String>| payments.iter().find_map(|(_, p)| get(p));
+    let first =
+        |get: &dyn Fn(&PaymentFacts) -> Option<String>| payments.iter().find_map(|(_, p)| get(p));
     let mut hints = Hints {
         client_reference_id: first(&|p| p.hints.client_reference_id.clone()),
         click_id: first(&|p| p.hints.click_id.clone()),
@@ -150,6 +156,45 @@ pub fn derive(key: &str, facts: &[SaleFact]) -> Option<Derived> {
 }
 
 impl Tracker {
+    /// SPEC 2.9: after a trial, the first paid invoice (billed as a
+    /// `subscription_cycle`) is the customer's first sale, not a renewal.
+    async fn first_paid_after_trial(
+        &self,
+        client: &Client,
+        id: &str,
+        derived: &Derived,
+    ) -> DomainResult<ConversionKind> {
+        let (ConversionKind::Renewal, Some(subscription), Some(customer)) =
+            (derived.kind, &derived.subscription, &derived.customer)
+        else {
+            return Ok(derived.kind);
+        };
+        let siblings = self
+            .store
+            .list_conversions(&ConversionFilter {
+                client_id: Some(client.id.clone()),
+                customer: Some(customer.clone()),
+                ..Default::default()
+            })
+            .await?;
+        let same_sub = || {
+            siblings
+                .iter()
+                .filter(|c| c.id != id && c.subscription.as_ref() == Some(subscription))
+        };
+        let had_trial = same_sub().any(|c| c.kind == ConversionKind::TrialStart);
+        let paid_before = same_sub().any(|c| {
+            c.kind != ConversionKind::TrialStart
+                && c.amount > 0
+                && c.purchased_at < derived.purchased_at
+        });
+        Ok(if had_trial && !paid_before {
+            ConversionKind::New
+        } else {
+            ConversionKind::Renewal
+        })
+    }
+
     /// Derives the purchase `key` of `client` again from its facts, runs
     /// attribution and saves the conversion. Returns the live conversion.
     /// Callers hold `purchase_lock`.
@@ -188,6 +233,7 @@ impl Tracker {
             }
         }
 
+        let kind = self.first_paid_after_trial(client, &id, &derived).await?;
         let mut conversion = Conversion {
             id: id.clone(),
             client_id: client.id.clone(),
@@ -201,7 +247,7 @@ impl Tracker {
             currency: derived.currency,
             net_amount: derived.net_amount,
             purchased_at: derived.purchased_at,
-            kind: derived.kind,
+            kind,
             livemode: derived.livemode,
             verified: derived.verified,
             status: derived.status,
@@ -326,10 +372,22 @@ mod tests {
             at: 2,
         });
         let sale = FactBody::Payment(payment(PaymentSource::PaymentIntent, "pi_1", true, 4900));
-        let partial = derive("pi_1", &[fact(1, true, refund.clone()), fact(2, true, sale.clone())]).unwrap();
+        let partial = derive(
+            "pi_1",
+            &[fact(1, true, refund.clone()), fact(2, true, sale.clone())],
+        )
+        .unwrap();
         assert_eq!(partial.net_amount, 3400);
         assert_eq!(partial.status, ConversionStatus::PartiallyRefunded);
-        let all = derive("pi_1", &[fact(3, true, full), fact(1, true, refund), fact(2, true, sale)]).unwrap();
+        let all = derive(
+            "pi_1",
+            &[
+                fact(3, true, full),
+                fact(1, true, refund),
+                fact(2, true, sale),
+            ],
+        )
+        .unwrap();
         assert_eq!(all.net_amount, 0);
         assert_eq!(all.status, ConversionStatus::Refunded);
     }
@@ -350,7 +408,11 @@ mod tests {
         let sale = FactBody::Payment(payment(PaymentSource::Charge, "ch_1", true, 4900));
         let d = derive(
             "pi_1",
-            &[fact(5, true, dispute(20, DisputeStatus::Lost)), fact(4, true, dispute(10, DisputeStatus::Open)), fact(1, true, sale)],
+            &[
+                fact(5, true, dispute(20, DisputeStatus::Lost)),
+                fact(4, true, dispute(10, DisputeStatus::Open)),
+                fact(1, true, sale),
+            ],
         )
         .unwrap();
         assert_eq!(d.status, ConversionStatus::DisputeLost);
@@ -364,7 +426,10 @@ mod tests {
         real.hints.link_slug = Some("spring-sale".into());
         let d = derive(
             "pi_1",
-            &[fact(1, false, FactBody::Payment(forged.clone())), fact(2, true, FactBody::Payment(real))],
+            &[
+                fact(1, false, FactBody::Payment(forged.clone())),
+                fact(2, true, FactBody::Payment(real)),
+            ],
         )
         .unwrap();
         assert!(d.verified);
@@ -378,12 +443,27 @@ mod tests {
     fn invoice_kinds_follow_amount_and_billing_reason() {
         let mut inv = payment(PaymentSource::Invoice, "in_1", true, 1900);
         inv.billing_reason = Some("subscription_cycle".into());
-        assert_eq!(derive("in_1", &[fact(1, true, FactBody::Payment(inv.clone()))]).unwrap().kind, ConversionKind::Renewal);
+        assert_eq!(
+            derive("in_1", &[fact(1, true, FactBody::Payment(inv.clone()))])
+                .unwrap()
+                .kind,
+            ConversionKind::Renewal
+        );
         inv.amount = 0;
-        assert_eq!(derive("in_1", &[fact(1, true, FactBody::Payment(inv.clone()))]).unwrap().kind, ConversionKind::TrialStart);
+        assert_eq!(
+            derive("in_1", &[fact(1, true, FactBody::Payment(inv.clone()))])
+                .unwrap()
+                .kind,
+            ConversionKind::TrialStart
+        );
         inv.amount = 1900;
         inv.billing_reason = Some("subscription_create".into());
-        assert_eq!(derive("in_1", &[fact(1, true, FactBody::Payment(inv))]).unwrap().kind, ConversionKind::New);
+        assert_eq!(
+            derive("in_1", &[fact(1, true, FactBody::Payment(inv))])
+                .unwrap()
+                .kind,
+            ConversionKind::New
+        );
     }
 
     #[test]
@@ -392,7 +472,14 @@ mod tests {
         let mut cs = payment(PaymentSource::CheckoutSession, "cs_1", false, 1900);
         cs.hints.client_reference_id = Some("clk_1".into());
         cs.hints.promotion_codes = vec!["promo_1".into()];
-        let d = derive("in_1", &[fact(2, true, FactBody::Payment(cs)), fact(1, true, FactBody::Payment(inv))]).unwrap();
+        let d = derive(
+            "in_1",
+            &[
+                fact(2, true, FactBody::Payment(cs)),
+                fact(1, true, FactBody::Payment(inv)),
+            ],
+        )
+        .unwrap();
         assert_eq!(d.hints.client_reference_id.as_deref(), Some("clk_1"));
         assert_eq!(d.hints.promotion_codes, vec!["promo_1".to_string()]);
     }

@@ -126,12 +126,15 @@ impl Tracker {
             }
             if recent_clicks.is_empty() {
                 next_steps.push(format!(
-                    "No clicks yet: share {} or add the snippet (t.js) to {}",
-                    format!("/r/{}", link.slug),
+                    "No clicks yet: share /r/{} or add the snippet (t.js) to {}",
+                    link.slug,
                     client.domain.as_deref().unwrap_or("the client's site")
                 ));
             }
-            if events.iter().any(|e| e.verification == Verification::Unverified) {
+            if events
+                .iter()
+                .any(|e| e.verification == Verification::Unverified)
+            {
                 next_steps.push(
                     "Some events mentioning this link failed signature verification: fix the secret, then run `salestrack events reprocess --unverified`".into(),
                 );
@@ -170,14 +173,14 @@ impl Tracker {
 
     /// Diagnoses one conversion: its trace, history and events.
     pub async fn diagnose_conversion(&self, id: &str) -> DomainResult<SaleDiagnosis> {
-        let conversion = self
-            .store
-            .get_conversion(id)
-            .await?
-            .ok_or_else(|| DomainError::NotFound {
-                what: "conversion",
-                id: id.to_string(),
-            })?;
+        let conversion =
+            self.store
+                .get_conversion(id)
+                .await?
+                .ok_or_else(|| DomainError::NotFound {
+                    what: "conversion",
+                    id: id.to_string(),
+                })?;
         let link = match &conversion.link_id {
             Some(l) => self.store.get_link(l).await?,
             None => None,

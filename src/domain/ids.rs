@@ -66,7 +66,15 @@ mod tests {
 
     #[test]
     fn slugs_reject_injection_shaped_input() {
-        for bad in ["", "a b", "x'; DROP TABLE links;--", "<script>", "../etc", ".hidden", &"a".repeat(65)] {
+        for bad in [
+            "",
+            "a b",
+            "x'; DROP TABLE links;--",
+            "<script>",
+            "../etc",
+            ".hidden",
+            &"a".repeat(65),
+        ] {
             assert!(Slug::parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -46,7 +46,10 @@ pub enum IngestOutcome {
     /// Stored and verified (200). `duplicate`: it was stored before.
     Accepted { event_id: i64, duplicate: bool },
     /// Stored, not verified (400 with the reason, so that Stripe retries).
-    Unverified { event_id: i64, reason: UnverifiedReason },
+    Unverified {
+        event_id: i64,
+        reason: UnverifiedReason,
+    },
     /// Stored, but the body is not a Stripe event (400 `invalid_payload`).
     InvalidPayload { event_id: i64, message: String },
     /// Stored, but the per-client URL names no client (404).
@@ -90,7 +93,11 @@ impl Tracker {
             .as_ref()
             .is_none_or(|id| clients.iter().any(|c| &c.client.id == id));
         let candidates: Vec<ClientSecrets> = match &endpoint_client {
-            Some(id) => clients.iter().filter(|c| &c.client.id == id).cloned().collect(),
+            Some(id) => clients
+                .iter()
+                .filter(|c| &c.client.id == id)
+                .cloned()
+                .collect(),
             None => clients.clone(),
         };
         let verdict = verify_delivery(
@@ -101,7 +108,9 @@ impl Tracker {
             self.config.signature_tolerance_s,
         );
         let (verification, reason, verified_by) = match &verdict {
-            Verdict::Verified { client_id } => (Verification::Verified, None, Some(client_id.clone())),
+            Verdict::Verified { client_id } => {
+                (Verification::Verified, None, Some(client_id.clone()))
+            }
             Verdict::Unverified(r) => (Verification::Unverified, Some(*r), None),
         };
         let envelope = parsed.as_ref().ok().map(|(env, _)| env);
@@ -140,16 +149,16 @@ impl Tracker {
         let event_id = match inserted {
             InsertEvent::Inserted(id) => id,
             InsertEvent::Duplicate(existing) => {
-                return self
-                    .ingest_duplicate(*existing, &verdict, &new_event)
-                    .await
+                return self.ingest_duplicate(*existing, &verdict, &new_event).await
             }
         };
         tracing::info!(
             event_id,
             stripe_event = envelope.map(|e| e.id.as_str()).unwrap_or("-"),
             event_type = envelope.map(|e| e.event_type.as_str()).unwrap_or("-"),
-            api_version = envelope.and_then(|e| e.api_version.as_deref()).unwrap_or("-"),
+            api_version = envelope
+                .and_then(|e| e.api_version.as_deref())
+                .unwrap_or("-"),
             verified = verified_by.is_some(),
             "webhook event stored"
         );
@@ -161,13 +170,24 @@ impl Tracker {
             Ok(_) if !known_endpoint => {
                 let _ = self
                     .store
-                    .set_event_processing(event_id, None, Processing::Failed, Some("the webhook URL names no client"))
+                    .set_event_processing(
+                        event_id,
+                        None,
+                        Processing::Failed,
+                        Some("the webhook URL names no client"),
+                    )
                     .await;
                 Ok(IngestOutcome::UnknownEndpoint { event_id })
             }
             Ok((envelope, value)) => {
-                self.process_logged(event_id, &envelope, &value, verified_by.as_deref(), EventSource::Push)
-                    .await;
+                self.process_logged(
+                    event_id,
+                    &envelope,
+                    &value,
+                    verified_by.as_deref(),
+                    EventSource::Push,
+                )
+                .await;
                 Ok(match reason {
                     None => IngestOutcome::Accepted {
                         event_id,
@@ -211,8 +231,14 @@ impl Tracker {
                 if won {
                     tracing::info!(event_id, "stored event upgraded to verified");
                     if let Ok((envelope, value)) = event::parse_envelope(&delivery.body) {
-                        self.process_logged(event_id, &envelope, &value, Some(client_id), EventSource::Push)
-                            .await;
+                        self.process_logged(
+                            event_id,
+                            &envelope,
+                            &value,
+                            Some(client_id),
+                            EventSource::Push,
+                        )
+                        .await;
                     }
                 }
                 Ok(IngestOutcome::Accepted {
@@ -222,7 +248,10 @@ impl Tracker {
             }
             Verdict::Unverified(reason) => {
                 let _ = self.store.record_delivery(event_id).await;
-                let _ = self.store.set_event_unverified_reason(event_id, *reason).await;
+                let _ = self
+                    .store
+                    .set_event_unverified_reason(event_id, *reason)
+                    .await;
                 Ok(IngestOutcome::Unverified {
                     event_id,
                     reason: *reason,
@@ -269,7 +298,8 @@ impl Tracker {
         verified_by: Option<&str>,
         source: EventSource,
     ) -> DomainResult<Processed> {
-        let facts = event::extract(envelope, value).map_err(|e| DomainError::invalid(e.to_string()))?;
+        let facts =
+            event::extract(envelope, value).map_err(|e| DomainError::invalid(e.to_string()))?;
         if facts == EventFacts::Ignored {
             return Ok(Processed {
                 client: None,
@@ -314,7 +344,12 @@ impl Tracker {
         })
     }
 
-    async fn apply_facts(&self, client: &Client, ctx: &FactContext, facts: EventFacts) -> DomainResult<()> {
+    async fn apply_facts(
+        &self,
+        client: &Client,
+        ctx: &FactContext,
+        facts: EventFacts,
+    ) -> DomainResult<()> {
         let actor = "ingest";
         match facts {
             EventFacts::Ignored => Ok(()),
@@ -329,10 +364,16 @@ impl Tracker {
             }
             EventFacts::Payment(p) => {
                 let key = self.resolve(client, &initial_key(&p)).await?;
-                self.save_fact(client, ctx, &key, FactBody::Payment(p.clone())).await?;
-                for alias in [&p.payment_intent, &p.charge, &p.checkout_session, &Some(p.object_id.clone())]
-                    .into_iter()
-                    .flatten()
+                self.save_fact(client, ctx, &key, FactBody::Payment(p.clone()))
+                    .await?;
+                for alias in [
+                    &p.payment_intent,
+                    &p.charge,
+                    &p.checkout_session,
+                    &Some(p.object_id.clone()),
+                ]
+                .into_iter()
+                .flatten()
                 {
                     self.link_alias(client, alias, &key).await?;
                 }
@@ -351,7 +392,8 @@ impl Tracker {
                     None => key,
                 };
                 let charge = r.charge.clone();
-                self.save_fact(client, ctx, &key, FactBody::Refund(r)).await?;
+                self.save_fact(client, ctx, &key, FactBody::Refund(r))
+                    .await?;
                 self.link_alias(client, &charge, &key).await?;
                 self.recompute(client, &key, actor).await?;
                 Ok(())
@@ -361,7 +403,8 @@ impl Tracker {
                     .resolve(client, d.payment_intent.as_deref().unwrap_or(&d.charge))
                     .await?;
                 let charge = d.charge.clone();
-                self.save_fact(client, ctx, &key, FactBody::Dispute(d)).await?;
+                self.save_fact(client, ctx, &key, FactBody::Dispute(d))
+                    .await?;
                 self.link_alias(client, &charge, &key).await?;
                 self.recompute(client, &key, actor).await?;
                 Ok(())
@@ -369,7 +412,13 @@ impl Tracker {
         }
     }
 
-    async fn save_fact(&self, client: &Client, ctx: &FactContext, key: &str, body: FactBody) -> DomainResult<()> {
+    async fn save_fact(
+        &self,
+        client: &Client,
+        ctx: &FactContext,
+        key: &str,
+        body: FactBody,
+    ) -> DomainResult<()> {
         self.store
             .upsert_fact(&SaleFact {
                 event_id: ctx.event_id,
@@ -401,7 +450,14 @@ impl Tracker {
             return Ok(());
         }
         let key = self.resolve(client, key).await?;
-        if alias == key || self.store.resolve_alias(&client.id, alias).await?.as_deref() == Some(key.as_str()) {
+        if alias == key
+            || self
+                .store
+                .resolve_alias(&client.id, alias)
+                .await?
+                .as_deref()
+                == Some(key.as_str())
+        {
             return Ok(());
         }
         self.store.set_alias(&client.id, alias, &key).await?;
@@ -430,7 +486,11 @@ impl Tracker {
 
     /// A sale with a link fixes other orphans of the same customer (for
     /// example a renewal that arrived before the first invoice).
-    async fn fix_customer_orphans(&self, client: &Client, attributed: &Conversion) -> DomainResult<()> {
+    async fn fix_customer_orphans(
+        &self,
+        client: &Client,
+        attributed: &Conversion,
+    ) -> DomainResult<()> {
         let Some(customer) = attributed.customer.clone() else {
             return Ok(());
         };
@@ -443,8 +503,12 @@ impl Tracker {
                 ..Default::default()
             })
             .await?;
-        for orphan in orphans.into_iter().filter(|o| o.purchased_at >= attributed.purchased_at) {
-            self.recompute(client, &orphan.purchase_key, "ingest").await?;
+        for orphan in orphans
+            .into_iter()
+            .filter(|o| o.purchased_at >= attributed.purchased_at)
+        {
+            self.recompute(client, &orphan.purchase_key, "ingest")
+                .await?;
         }
         Ok(())
     }
@@ -458,8 +522,14 @@ impl Tracker {
             Verification::Verified => event.client_id.clone(),
             Verification::Unverified => None,
         };
-        self.process_logged(event.id, &envelope, &value, verified_by.as_deref(), event.source)
-            .await;
+        self.process_logged(
+            event.id,
+            &envelope,
+            &value,
+            verified_by.as_deref(),
+            event.source,
+        )
+        .await;
         Ok(self
             .store
             .get_event(event.id)
@@ -491,7 +561,13 @@ impl Tracker {
             Verdict::Verified { client_id } => {
                 let won = self
                     .store
-                    .mark_event_verified(event.id, &client_id, ClientMethod::WebhookSecret, None, None)
+                    .mark_event_verified(
+                        event.id,
+                        &client_id,
+                        ClientMethod::WebhookSecret,
+                        None,
+                        None,
+                    )
                     .await?;
                 if won {
                     if let Some(updated) = self.store.get_event(event.id).await? {
@@ -501,7 +577,9 @@ impl Tracker {
                 Ok(true)
             }
             Verdict::Unverified(reason) => {
-                self.store.set_event_unverified_reason(event.id, reason).await?;
+                self.store
+                    .set_event_unverified_reason(event.id, reason)
+                    .await?;
                 Ok(false)
             }
         }

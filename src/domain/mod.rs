@@ -73,9 +73,7 @@ pub struct Tracker {
 impl Tracker {
     /// Builds the service; reads (or creates) the salt used to hash IPs.
     pub async fn new(store: DynStore, config: DomainConfig) -> DomainResult<Self> {
-        let salt = store
-            .init_setting("ip_salt", &ids::new_id("salt"))
-            .await?;
+        let salt = store.init_setting("ip_salt", &ids::new_id("salt")).await?;
         Ok(Self {
             store,
             config,

@@ -42,7 +42,10 @@ pub fn rfc3339(ms: Millis) -> String {
 
 impl Tracker {
     /// Conversions with their link slugs.
-    pub async fn conversions_out(&self, filter: &ConversionFilter) -> DomainResult<Vec<ConversionOut>> {
+    pub async fn conversions_out(
+        &self,
+        filter: &ConversionFilter,
+    ) -> DomainResult<Vec<ConversionOut>> {
         let conversions = self.store.list_conversions(filter).await?;
         let slugs: HashMap<String, String> = self
             .store

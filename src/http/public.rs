@@ -26,7 +26,10 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/r/{slug}", get(redirect_slug))
         .route("/r/{client}/{slug}", get(redirect_client_slug))
-        .route("/api/v1/track/click", post(track_click).options(track_click_preflight))
+        .route(
+            "/api/v1/track/click",
+            post(track_click).options(track_click_preflight),
+        )
         .route("/t.js", get(snippet))
 }
 
@@ -125,9 +128,18 @@ fn cors(origin: &str, response: &mut Response) {
     if let Ok(v) = HeaderValue::from_str(origin) {
         let h = response.headers_mut();
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("POST, OPTIONS"));
-        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("content-type"));
-        h.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("content-type"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("86400"),
+        );
         h.insert(header::VARY, HeaderValue::from_static("Origin"));
     }
 }
@@ -189,7 +201,10 @@ async fn track_click_preflight(State(state): State<AppState>, headers: HeaderMap
 async fn snippet() -> Response {
     (
         [
-            (header::CONTENT_TYPE, "application/javascript; charset=utf-8"),
+            (
+                header::CONTENT_TYPE,
+                "application/javascript; charset=utf-8",
+            ),
             (header::CACHE_CONTROL, "public, max-age=3600"),
         ],
         SNIPPET,

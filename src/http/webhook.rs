@@ -47,7 +47,11 @@ async fn receive_for_client(
 }
 
 fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message.into()}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
 }
 
 async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: Body) -> Response {
@@ -73,9 +77,12 @@ async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: 
     let kept = KEPT_HEADERS
         .iter()
         .filter_map(|name| {
-            headers
-                .get(*name)
-                .map(|v| (name.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+            headers.get(*name).map(|v| {
+                (
+                    name.to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
         })
         .collect();
     let delivery = Delivery {

@@ -56,8 +56,7 @@ pub trait Store: Send + Sync + 'static {
         settings: &AttributionSettings,
     ) -> StoreResult<()>;
     /// Adds an active secret; adding one that exists is a no-op.
-    async fn add_webhook_secret(&self, client_id: &str, secret: &WebhookSecret)
-        -> StoreResult<()>;
+    async fn add_webhook_secret(&self, client_id: &str, secret: &WebhookSecret) -> StoreResult<()>;
     /// Every client with its active secrets, clients oldest first.
     async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>>;
 
@@ -110,8 +109,11 @@ pub trait Store: Send + Sync + 'static {
         body: Option<&[u8]>,
     ) -> StoreResult<bool>;
     /// Records the verification reason of a still-unverified event.
-    async fn set_event_unverified_reason(&self, id: i64, reason: UnverifiedReason)
-        -> StoreResult<()>;
+    async fn set_event_unverified_reason(
+        &self,
+        id: i64,
+        reason: UnverifiedReason,
+    ) -> StoreResult<()>;
     /// Records what processing made of an event (and bumps its attempts).
     async fn set_event_processing(
         &self,
@@ -130,14 +132,16 @@ pub trait Store: Send + Sync + 'static {
     // ---- sale facts and purchase keys -------------------------------------
     /// Inserts or replaces the fact of `fact.event_id`.
     async fn upsert_fact(&self, fact: &SaleFact) -> StoreResult<()>;
-    async fn facts_for_purchase(&self, client_id: &str, purchase_key: &str)
-        -> StoreResult<Vec<SaleFact>>;
+    async fn facts_for_purchase(
+        &self,
+        client_id: &str,
+        purchase_key: &str,
+    ) -> StoreResult<Vec<SaleFact>>;
     /// The purchase key an object id (`pi_…`, `ch_…`, `cs_…`) belongs to.
     async fn resolve_alias(&self, client_id: &str, alias: &str) -> StoreResult<Option<String>>;
     /// Records `alias → purchase_key` and moves everything kept under
     /// `alias` (facts, aliases pointing at it) to `purchase_key`.
-    async fn set_alias(&self, client_id: &str, alias: &str, purchase_key: &str)
-        -> StoreResult<()>;
+    async fn set_alias(&self, client_id: &str, alias: &str, purchase_key: &str) -> StoreResult<()>;
 
     // ---- conversions --------------------------------------------------------
     async fn get_conversion(&self, id: &str) -> StoreResult<Option<Conversion>>;

@@ -434,9 +434,9 @@ fn invoice_paid(env: &Envelope, obj: Obj<'_>) -> Result<EventFacts, EventError> 
     Ok(EventFacts::Payment(PaymentFacts {
         source: PaymentSource::Invoice,
         object_id: id.clone(),
-        // SPEC 2.6: an invoice counts a sale when something was paid; a
-        // zero invoice (a trial start, a fully discounted one) does not.
-        counts: amount > 0,
+        // SPEC 2.9: a zero invoice (a trial's first) still makes a
+        // conversion, of kind `trial_start`, kept out of revenue by the domain.
+        counts: true,
         invoice: Some(id),
         payment_intent,
         charge: obj.id_ref("charge")?,
@@ -1273,11 +1273,11 @@ mod tests {
     }
 
     #[test]
-    fn a_zero_invoice_does_not_count() {
+    fn a_zero_invoice_is_still_a_purchase_for_the_domain_to_classify() {
         let invoice = json!({ "id": "in_trial", "object": "invoice", "amount_paid": 0,
             "currency": "usd", "billing_reason": "subscription_create" });
         let p = payment(&event_with("invoice.paid", invoice).to_string());
-        assert!(!p.counts);
+        assert!(p.counts);
         assert_eq!(p.amount, 0);
         // No `status_transitions` nor `created`: the event's time.
         assert_eq!(p.purchased_at, 1_786_000_000);

@@ -150,3 +150,10 @@ CREATE TABLE attribution_history (
     reason        TEXT NOT NULL
 );
 CREATE INDEX attribution_history_conversion ON attribution_history (conversion_id, id);
+
+CREATE TABLE admin_sessions (
+    id_hash    TEXT PRIMARY KEY,
+    csrf_token TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL
+);

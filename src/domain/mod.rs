@@ -12,6 +12,7 @@ pub mod ids;
 pub mod ingest;
 pub mod model;
 pub mod money;
+pub mod report;
 pub mod view;
 
 use tokio::sync::Mutex;

@@ -516,6 +516,12 @@ pub struct ConversionFilter {
     pub customer: Option<String>,
     pub email: Option<String>,
     pub purchase_key: Option<String>,
+    pub status: Option<ConversionStatus>,
+    pub livemode: Option<bool>,
+    /// Purchased at or after (inclusive).
+    pub from: Option<Millis>,
+    /// Purchased before (exclusive).
+    pub to: Option<Millis>,
     pub limit: i64,
 }
 

@@ -7,7 +7,11 @@ pub mod webhook;
 
 use std::sync::Arc;
 
-use axum::Router;
+use axum::extract::Request;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 
 use crate::domain::Tracker;
 
@@ -23,7 +27,29 @@ pub fn router(state: AppState) -> Router {
         .merge(public::routes())
         .merge(webhook::routes())
         .merge(health::routes())
+        .layer(middleware::from_fn(limit_header_size))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Headers beyond this many bytes in total are refused with 431: no client
+/// of ours (Stripe, browsers, the snippet) sends anything near it.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+async fn limit_header_size(request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.as_bytes().len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        tracing::warn!(size, "request headers too large");
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Json(serde_json::json!({"error": {"code": "headers_too_large", "message": "request headers are limited to 32 KiB"}})),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }

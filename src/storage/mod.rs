@@ -10,6 +10,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::model::*;
+use crate::domain::report::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -173,6 +174,33 @@ pub trait Store: Send + Sync + 'static {
     async fn orphan_ids(&self, client_id: Option<&str>, limit: i64) -> StoreResult<Vec<String>>;
     async fn add_history(&self, entry: &NewHistoryEntry) -> StoreResult<()>;
     async fn list_history(&self, conversion_id: &str) -> StoreResult<Vec<HistoryEntry>>;
+    async fn get_history_entry(&self, id: i64) -> StoreResult<Option<HistoryEntry>>;
+
+    // ---- reports ------------------------------------------------------------
+    /// One row per client (oldest client first), as of `now`.
+    async fn client_activity(&self, now: Millis) -> StoreResult<Vec<ClientActivity>>;
+    /// Verified live conversions (not merged, not trial starts) per currency.
+    async fn currency_totals(
+        &self,
+        client_id: Option<&str>,
+        livemode: bool,
+    ) -> StoreResult<Vec<CurrencyTotal>>;
+    /// Clicks (non-bot) and verified conversions per UTC day since `from`, oldest first;
+    /// days with neither are left out.
+    async fn daily_counts(
+        &self,
+        client_id: Option<&str>,
+        from: Millis,
+    ) -> StoreResult<Vec<DailyCount>>;
+    /// Figures for every link of the client, in link creation order;
+    /// conversions and revenue of one mode (live or test).
+    async fn link_stats(&self, client_id: &str, livemode: bool) -> StoreResult<Vec<LinkStats>>;
+
+    // ---- admin sessions -----------------------------------------------------
+    async fn insert_session(&self, session: &AdminSession) -> StoreResult<()>;
+    /// A session that has not expired at `now`.
+    async fn get_session(&self, id_hash: &str, now: Millis) -> StoreResult<Option<AdminSession>>;
+    async fn delete_session(&self, id_hash: &str) -> StoreResult<()>;
 }
 
 pub type DynStore = Arc<dyn Store>;

@@ -2,6 +2,7 @@
 //! Uses the `Store` trait only; no HTTP and no SQL types here.
 
 pub mod attribution;
+pub mod auth;
 pub mod autofix;
 pub mod bot;
 pub mod click;
@@ -12,6 +13,7 @@ pub mod ids;
 pub mod ingest;
 pub mod model;
 pub mod money;
+pub mod status;
 pub mod report;
 pub mod view;
 

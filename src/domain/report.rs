@@ -10,6 +10,7 @@ pub struct ClientActivity {
     pub client_id: String,
     pub secrets: i64,
     pub last_event_at: Option<Millis>,
+    pub last_verified_event_at: Option<Millis>,
     pub events_24h: i64,
     pub events_7d: i64,
     /// Verified conversions (all modes).

@@ -130,8 +130,8 @@ mod tests {
         ClientActivity {
             client_id: "c".into(),
             secrets: 1,
-            last_event_at: Some(NOW - 3600_000),
-            last_verified_event_at: Some(NOW - 3600_000),
+            last_event_at: Some(NOW - 3_600_000),
+            last_verified_event_at: Some(NOW - 3_600_000),
             events_24h: 3,
             events_7d: 10,
             conversions_24h: 2,

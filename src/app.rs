@@ -14,7 +14,7 @@ use crate::jobs::sweep::Sweep;
 use crate::storage;
 
 pub async fn build_tracker(config: &Config) -> anyhow::Result<Arc<Tracker>> {
-    let store = storage::connect(&config.database_url)
+    let store = storage::connect_with(&config.database_url, &config.db_options()?)
         .await
         .with_context(|| format!("opening {}", storage::redact_url(&config.database_url)))?;
     let domain = DomainConfig {

@@ -18,6 +18,12 @@ pub struct Config {
     pub sweep_interval: String,
     pub signature_tolerance_s: i64,
     pub max_attempts: i64,
+    /// PostgreSQL: most connections per instance (at least 3).
+    pub db_pool_size: u32,
+    /// PostgreSQL: the server cancels statements that run longer ("0" = never).
+    pub db_statement_timeout: String,
+    /// PostgreSQL: how long to wait for a connection before answering 503.
+    pub db_connect_timeout: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +81,7 @@ impl Config {
         }
         self.listen_addr()?;
         self.sweep_every()?;
+        self.db_options()?;
         if url::Url::parse(&self.public_url).is_err() {
             return Err(ConfigError::Invalid {
                 field: "public_url",
@@ -102,6 +109,49 @@ impl Config {
         parse_interval(&self.sweep_interval).map_err(|reason| ConfigError::Invalid {
             field: "sweep_interval",
             reason,
+        })
+    }
+}
+
+impl Config {
+    /// Pool size and timeouts of the database connection.
+    pub fn db_options(&self) -> Result<crate::storage::DbOptions, ConfigError> {
+        use crate::storage::DbOptions;
+        if self.db_pool_size < DbOptions::MIN_POOL_SIZE {
+            return Err(ConfigError::Invalid {
+                field: "db_pool_size",
+                reason: format!(
+                    "{} is too small: at least {} (lock holders keep a connection each)",
+                    self.db_pool_size,
+                    DbOptions::MIN_POOL_SIZE
+                ),
+            });
+        }
+        let statement_timeout = parse_interval(&self.db_statement_timeout)
+            .map_err(|reason| ConfigError::Invalid {
+                field: "db_statement_timeout",
+                reason,
+            })?
+            .unwrap_or(Duration::ZERO);
+        let connect_timeout = match parse_interval(&self.db_connect_timeout) {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                return Err(ConfigError::Invalid {
+                    field: "db_connect_timeout",
+                    reason: "must be longer than 0".into(),
+                })
+            }
+            Err(reason) => {
+                return Err(ConfigError::Invalid {
+                    field: "db_connect_timeout",
+                    reason,
+                })
+            }
+        };
+        Ok(DbOptions {
+            pool_size: self.db_pool_size,
+            statement_timeout,
+            connect_timeout,
         })
     }
 }
@@ -142,6 +192,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.database_url, "sqlite://x.db");
         assert_eq!(c.sweep_every().unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(
+            c.db_options().unwrap(),
+            crate::storage::DbOptions::default()
+        );
     }
 
     #[test]
@@ -157,5 +211,26 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("database_url"), "{text}");
         assert!(!text.contains("secret"), "password leaked: {text}");
+    }
+
+    #[test]
+    fn database_pool_and_timeouts_are_checked() {
+        let load = |file: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, file).unwrap();
+            Config::load(path.to_str(), &Overrides::default())
+        };
+        let c =
+            load("db_pool_size = 20\ndb_statement_timeout = \"0\"\ndb_connect_timeout = \"2s\"")
+                .unwrap();
+        let o = c.db_options().unwrap();
+        assert_eq!(o.pool_size, 20);
+        assert_eq!(o.statement_timeout, Duration::ZERO, "0 turns it off");
+        assert_eq!(o.connect_timeout, Duration::from_secs(2));
+        let err = load("db_pool_size = 2").unwrap_err().to_string();
+        assert!(err.contains("db_pool_size"), "{err}");
+        let err = load("db_connect_timeout = \"0\"").unwrap_err().to_string();
+        assert!(err.contains("db_connect_timeout"), "{err}");
     }
 }

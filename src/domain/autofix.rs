@@ -5,6 +5,7 @@ use serde::Serialize;
 
 use super::model::*;
 use super::{DomainError, DomainResult, Tracker};
+use crate::storage::StoreLock;
 
 /// What one Auto-Fix run did.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -45,9 +46,14 @@ impl Tracker {
         let mut report = AutofixReport::default();
         for id in ids {
             let _guard = self.purchase_lock.lock().await;
+            let _held = self.lock_for_conversion(&id).await?;
             let Some(orphan) = self.store.get_conversion(&id).await? else {
                 continue;
             };
+            if orphan.link_id.is_some() {
+                // Fixed meanwhile (another instance, or a new event): not ours to count.
+                continue;
+            }
             let Some(client) = clients.iter().find(|c| c.id == orphan.client_id) else {
                 continue;
             };
@@ -83,6 +89,7 @@ impl Tracker {
         actor: &str,
     ) -> DomainResult<Conversion> {
         let _guard = self.purchase_lock.lock().await;
+        let _held = self.lock_for_conversion(conversion_id).await?;
         let mut conversion = self
             .store
             .get_conversion(conversion_id)
@@ -118,6 +125,16 @@ impl Tracker {
         self.store.save_conversion(&conversion).await?;
         self.store.add_history(&entry).await?;
         Ok(conversion)
+    }
+
+    /// Takes the cross-instance lock of the purchases of a conversion's
+    /// client (nothing to lock when it does not exist). Read the conversion
+    /// again once it is held: another instance may have changed it.
+    async fn lock_for_conversion(&self, conversion_id: &str) -> DomainResult<StoreLock> {
+        Ok(match self.store.get_conversion(conversion_id).await? {
+            Some(c) => self.store.lock_purchases(&c.client_id).await?,
+            None => StoreLock::noop(),
+        })
     }
 
     /// Processes failed events (and events that waited for a client) again.

@@ -337,6 +337,8 @@ impl Tracker {
             client_method: method,
         };
         let _guard = self.purchase_lock.lock().await;
+        // Other instances on the same database take turns too.
+        let _held = self.store.lock_purchases(&client.id).await?;
         self.apply_facts(&client, &ctx, facts).await?;
         Ok(Processed {
             client: Some((client_id, method)),

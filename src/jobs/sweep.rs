@@ -26,7 +26,16 @@ impl Sweep {
     }
 
     /// One pass: failed events first (their sales may fix orphans), then orphans.
+    /// When another instance on the same database is sweeping, this one
+    /// leaves the run to it and reports nothing done.
     pub async fn run_once(&self) -> DomainResult<SweepOutcome> {
+        let Some(_running) = self.tracker.store().try_lock_job("sweep").await? else {
+            tracing::info!("another instance is sweeping; this run is left to it");
+            return Ok(SweepOutcome {
+                events: RetryReport::default(),
+                orphans: AutofixReport::default(),
+            });
+        };
         let events = self.tracker.retry_events().await?;
         let orphans = self.tracker.autofix(None).await?;
         Ok(SweepOutcome { events, orphans })

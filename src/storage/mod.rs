@@ -3,9 +3,13 @@
 //!
 //! No SQL type leaves this module. The domain sees only `Store`.
 
+#[cfg(test)]
+mod contract;
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -31,12 +35,62 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Everything salestrack keeps. Implemented by `SqliteStore` (and, later,
-/// a PostgreSQL store); the same contract tests run on every backend.
+/// A lock held in the store; released when dropped.
+///
+/// Backends that serve a single process (SQLite) hand out a no-op guard: the
+/// domain's in-process mutex already serialises that process. PostgreSQL
+/// holds a session advisory lock on a connection kept out of the pool until
+/// the guard is dropped, so that several instances on one database take
+/// turns.
+#[must_use = "the lock is released as soon as the guard is dropped"]
+pub struct StoreLock {
+    // A mutex only to make the guard `Sync` whatever it holds; never locked.
+    _held: Option<std::sync::Mutex<Box<dyn Send>>>,
+}
+
+impl StoreLock {
+    /// A guard that holds nothing.
+    pub fn noop() -> Self {
+        Self { _held: None }
+    }
+
+    /// A guard that releases the lock when `held` is dropped.
+    pub fn holding(held: impl Send + 'static) -> Self {
+        Self {
+            _held: Some(std::sync::Mutex::new(Box::new(held))),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreLock")
+            .field("held", &self._held.is_some())
+            .finish()
+    }
+}
+
+/// Everything salestrack keeps. Implemented by `SqliteStore` and `PgStore`;
+/// the same contract tests (`contract.rs`) run on both.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Liveness of the store itself (`/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    // ---- cross-instance coordination --------------------------------------
+    /// Serialises the processing of one client's purchases across every
+    /// instance that shares this store: waits until no other holder has it.
+    /// Callers take the in-process `purchase_lock` first and hold at most one
+    /// of these at a time, so that waits cannot form a cycle.
+    async fn lock_purchases(&self, _client_id: &str) -> StoreResult<StoreLock> {
+        Ok(StoreLock::noop())
+    }
+
+    /// A whole-run lock for a background job (`"sweep"`): `None` when another
+    /// instance is running it right now. Never waits.
+    async fn try_lock_job(&self, _job: &str) -> StoreResult<Option<StoreLock>> {
+        Ok(Some(StoreLock::noop()))
+    }
 
     // ---- settings -------------------------------------------------------
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>>;
@@ -205,17 +259,56 @@ pub trait Store: Send + Sync + 'static {
 
 pub type DynStore = Arc<dyn Store>;
 
+/// How the store connects. Applies to PostgreSQL; SQLite keeps its own
+/// settings (a local file: 8 connections, 10 s busy timeout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbOptions {
+    /// Most connections one instance opens.
+    pub pool_size: u32,
+    /// The server cancels a statement that runs longer (lock waits included).
+    pub statement_timeout: Duration,
+    /// How long to wait for a connection (opening one included) before the
+    /// store answers `Unavailable`.
+    pub connect_timeout: Duration,
+}
+
+impl DbOptions {
+    /// The smallest pool that cannot starve itself: a job lock and a purchase
+    /// lock each keep a connection, and queries need a third.
+    pub const MIN_POOL_SIZE: u32 = 3;
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            pool_size: 8,
+            statement_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// True for the URL schemes `connect` opens with `PgStore`.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 /// Opens the store a database URL names, creating the SQLite file if needed,
-/// and runs migrations.
+/// and runs migrations. Default connection options.
 pub async fn connect(url: &str) -> StoreResult<DynStore> {
+    connect_with(url, &DbOptions::default()).await
+}
+
+/// `connect` with explicit pool size and timeouts.
+pub async fn connect_with(url: &str, options: &DbOptions) -> StoreResult<DynStore> {
     if url.starts_with("sqlite:") {
         let store = sqlite::SqliteStore::open(url).await?;
         store.migrate().await?;
         Ok(Arc::new(store))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Err(StoreError::UnsupportedUrl(
-            "PostgreSQL support is not built yet".into(),
-        ))
+    } else if is_postgres_url(url) {
+        let store = postgres::PgStore::open(url, options).await?;
+        store.migrate().await?;
+        Ok(Arc::new(store))
     } else {
         Err(StoreError::UnsupportedUrl(redact_url(url)))
     }

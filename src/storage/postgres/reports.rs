@@ -1,0 +1,187 @@
+//! Aggregates for the dashboard and the status rules (PostgreSQL dialect:
+//! `SUM` of BIGINT is NUMERIC, hence the casts; days from `to_char` in UTC).
+
+use sqlx::postgres::PgPool;
+
+use super::map_err;
+use super::rows::get;
+use crate::domain::model::Millis;
+use crate::domain::report::*;
+use crate::storage::StoreResult;
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+pub(super) async fn client_activity(
+    pool: &PgPool,
+    now: Millis,
+) -> StoreResult<Vec<ClientActivity>> {
+    let day = now - DAY_MS;
+    let week = now - 7 * DAY_MS;
+    let rows = sqlx::query(
+        "SELECT c.id AS client_id,
+           (SELECT COUNT(*) FROM webhook_secrets s WHERE s.client_id = c.id AND s.active) AS secrets,
+           (SELECT MAX(received_at) FROM webhook_events e WHERE e.client_id = c.id OR e.endpoint_client_id = c.id) AS last_event_at,
+           (SELECT MAX(received_at) FROM webhook_events e WHERE e.client_id = c.id AND e.verification = 'verified') AS last_verified_event_at,
+           (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.received_at >= $1) AS events_24h,
+           (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.received_at >= $2) AS events_7d,
+           (SELECT COUNT(*) FROM conversions v WHERE v.client_id = c.id AND v.merged_into IS NULL AND v.verified AND v.created_at >= $1) AS conversions_24h,
+           (SELECT COUNT(*) FROM conversions v WHERE v.client_id = c.id AND v.merged_into IS NULL AND v.verified AND v.created_at >= $2) AS conversions_7d,
+           (SELECT COUNT(*) FROM conversions v WHERE v.client_id = c.id AND v.merged_into IS NULL AND v.verified AND v.link_id IS NULL) AS orphans,
+           (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.verification = 'unverified' AND e.processing <> 'invalid') AS unverified_events,
+           (SELECT MIN(received_at) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.verification = 'unverified' AND e.processing <> 'invalid') AS first_unverified_at,
+           (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.processing = 'failed') AS failed_events,
+           (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.livemode) AS live_events,
+           (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND NOT e.livemode) AS test_events,
+           (SELECT COUNT(*) FROM clicks k WHERE k.client_id = c.id AND NOT k.bot AND k.at >= $2) AS clicks_7d
+         FROM clients c ORDER BY c.created_at, c.rowid",
+    )
+    .bind(day)
+    .bind(week)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(ClientActivity {
+                client_id: get(r, "client_id")?,
+                secrets: get(r, "secrets")?,
+                last_event_at: get(r, "last_event_at")?,
+                last_verified_event_at: get(r, "last_verified_event_at")?,
+                events_24h: get(r, "events_24h")?,
+                events_7d: get(r, "events_7d")?,
+                conversions_24h: get(r, "conversions_24h")?,
+                conversions_7d: get(r, "conversions_7d")?,
+                orphans: get(r, "orphans")?,
+                unverified_events: get(r, "unverified_events")?,
+                first_unverified_at: get(r, "first_unverified_at")?,
+                failed_events: get(r, "failed_events")?,
+                live_events: get(r, "live_events")?,
+                test_events: get(r, "test_events")?,
+                clicks_7d: get(r, "clicks_7d")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn currency_totals(
+    pool: &PgPool,
+    client_id: Option<&str>,
+    livemode: bool,
+) -> StoreResult<Vec<CurrencyTotal>> {
+    let rows = sqlx::query(
+        "SELECT currency, COUNT(*) AS conversions, SUM(amount)::BIGINT AS revenue,
+                SUM(net_amount)::BIGINT AS net
+         FROM conversions
+         WHERE merged_into IS NULL AND verified AND kind <> 'trial_start' AND livemode = $1
+           AND ($2::TEXT IS NULL OR client_id = $2)
+         GROUP BY currency ORDER BY currency",
+    )
+    .bind(livemode)
+    .bind(client_id)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(CurrencyTotal {
+                currency: get(r, "currency")?,
+                conversions: get(r, "conversions")?,
+                revenue: get(r, "revenue")?,
+                net: get(r, "net")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn daily_counts(
+    pool: &PgPool,
+    client_id: Option<&str>,
+    from: Millis,
+) -> StoreResult<Vec<DailyCount>> {
+    let rows = sqlx::query(
+        "SELECT day, SUM(clicks)::BIGINT AS clicks, SUM(conversions)::BIGINT AS conversions FROM (
+            SELECT to_char(to_timestamp(at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+                   COUNT(*) AS clicks, 0::BIGINT AS conversions
+              FROM clicks WHERE NOT bot AND at >= $1 AND ($2::TEXT IS NULL OR client_id = $2)
+              GROUP BY 1
+            UNION ALL
+            SELECT to_char(to_timestamp(purchased_at / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
+                   0::BIGINT AS clicks, COUNT(*) AS conversions
+              FROM conversions WHERE merged_into IS NULL AND verified AND purchased_at >= $1
+                AND ($2::TEXT IS NULL OR client_id = $2)
+              GROUP BY 1
+         ) AS per_day GROUP BY day ORDER BY day",
+    )
+    .bind(from)
+    .bind(client_id)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    rows.iter()
+        .map(|r| {
+            Ok(DailyCount {
+                day: get(r, "day")?,
+                clicks: get(r, "clicks")?,
+                conversions: get(r, "conversions")?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn link_stats(
+    pool: &PgPool,
+    client_id: &str,
+    livemode: bool,
+) -> StoreResult<Vec<LinkStats>> {
+    let rows = sqlx::query(
+        "SELECT l.id AS link_id,
+           (SELECT COUNT(*) FROM clicks k WHERE k.link_id = l.id AND NOT k.bot) AS clicks,
+           (SELECT COUNT(DISTINCT COALESCE(k.visitor_id, k.ip_hash, k.id)) FROM clicks k WHERE k.link_id = l.id AND NOT k.bot) AS unique_clicks,
+           (SELECT COUNT(*) FROM clicks k WHERE k.link_id = l.id AND k.bot) AS bot_clicks,
+           (SELECT COUNT(*) FROM conversions v WHERE v.link_id = l.id AND v.merged_into IS NULL AND v.verified AND v.kind <> 'trial_start' AND v.livemode = $2) AS conversions
+         FROM links l WHERE l.client_id = $1 ORDER BY l.created_at, l.rowid",
+    )
+    .bind(client_id)
+    .bind(livemode)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    let revenue = sqlx::query(
+        "SELECT link_id, currency, COUNT(*) AS conversions, SUM(amount)::BIGINT AS revenue,
+                SUM(net_amount)::BIGINT AS net
+         FROM conversions WHERE client_id = $1 AND link_id IS NOT NULL AND merged_into IS NULL
+           AND verified AND kind <> 'trial_start' AND livemode = $2
+         GROUP BY link_id, currency ORDER BY currency",
+    )
+    .bind(client_id)
+    .bind(livemode)
+    .fetch_all(pool)
+    .await
+    .map_err(map_err)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let link_id: String = get(r, "link_id")?;
+        let mut per_currency = Vec::new();
+        for v in &revenue {
+            let owner: String = get(v, "link_id")?;
+            if owner != link_id {
+                continue;
+            }
+            per_currency.push(CurrencyTotal {
+                currency: get(v, "currency")?,
+                conversions: get(v, "conversions")?,
+                revenue: get(v, "revenue")?,
+                net: get(v, "net")?,
+            });
+        }
+        out.push(LinkStats {
+            clicks: get(r, "clicks")?,
+            unique_clicks: get(r, "unique_clicks")?,
+            bot_clicks: get(r, "bot_clicks")?,
+            conversions: get(r, "conversions")?,
+            revenue: per_currency,
+            link_id,
+        });
+    }
+    Ok(out)
+}

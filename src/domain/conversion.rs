@@ -271,6 +271,12 @@ impl Tracker {
             change = Some((None, None));
         }
         self.store.save_conversion(&conversion).await?;
+        if existing.is_none() {
+            // A no-op without a recorder (the CLI); `/metrics` shows it when serving.
+            metrics::counter!("salestrack_conversions_total",
+                "method" => conversion.method.map_or("none", Method::as_str))
+            .increment(1);
+        }
         if let Some((from_link, from_method)) = change {
             let reason = match (&from_link, conversion.method) {
                 (None, Some(m)) => format!("attributed by {}", m.as_str()),

@@ -277,6 +277,7 @@ impl Tracker {
             Ok(Processed { client, processing }) => (client.clone(), *processing, None),
             Err(e) => {
                 tracing::warn!(event_id, error = %e, "processing failed; the sweep will retry");
+                metrics::counter!("salestrack_event_processing_failures_total").increment(1);
                 (None, Processing::Failed, Some(e.to_string()))
             }
         };

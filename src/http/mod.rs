@@ -1,7 +1,9 @@
 //! The HTTP edge: routes, extractors and handlers. Handlers hold no SQL and
 //! no business rules; they translate between HTTP and the domain.
 
+pub mod api;
 pub mod health;
+pub mod metrics;
 pub mod public;
 pub mod webhook;
 
@@ -23,10 +25,14 @@ pub struct AppState {
 
 /// The whole router.
 pub fn router(state: AppState) -> Router {
+    metrics::handle();
     Router::new()
         .merge(public::routes())
         .merge(webhook::routes())
         .merge(health::routes())
+        .merge(api::routes())
+        .merge(metrics::routes())
+        .layer(middleware::from_fn(metrics::track_latency))
         .layer(middleware::from_fn(limit_header_size))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())
         .layer(tower_http::trace::TraceLayer::new_for_http())

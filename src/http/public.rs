@@ -88,6 +88,7 @@ async fn redirect(
         .await
     {
         Ok(r) => {
+            super::metrics::record_click("redirect", r.click.bot);
             let cookie = format!(
                 "{VISITOR_COOKIE}={}; Max-Age={VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax",
                 r.visitor_id
@@ -175,6 +176,7 @@ async fn track_click(
         .await
     {
         Ok((click, origin_ok)) => {
+            super::metrics::record_click("beacon", click.bot);
             let mut response = Json(json!({"click_id": click.id})).into_response();
             if let (Some(origin), true) = (&origin, origin_ok) {
                 cors(origin, &mut response);

@@ -92,7 +92,9 @@ async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: 
         body: body.to_vec(),
         received_at,
     };
-    match state.tracker.ingest(delivery).await {
+    let outcome = state.tracker.ingest(delivery).await;
+    super::metrics::record_webhook(&body, outcome.as_ref().ok());
+    match outcome {
         Ok(IngestOutcome::Accepted {
             event_id,
             duplicate,

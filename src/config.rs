@@ -24,6 +24,12 @@ pub struct Config {
     pub db_statement_timeout: String,
     /// PostgreSQL: how long to wait for a connection before answering 503.
     pub db_connect_timeout: String,
+    /// Stripe's API, for reconciliation (a local server in tests).
+    pub stripe_api_base: String,
+    /// How often `serve` reconciles with Stripe's events ("0" = never).
+    pub reconcile_interval: String,
+    /// How far back each periodic reconciliation reads.
+    pub reconcile_window: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +51,8 @@ pub struct Overrides {
     pub public_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sweep_interval: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reconcile_interval: Option<String>,
 }
 
 impl Config {
@@ -54,11 +62,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("SALESTRACK_").ignore(&[
-                "config",
-                "admin_token",
-                "stripe_api_base",
-            ]))
+            .merge(Env::prefixed("SALESTRACK_").ignore(&["config", "admin_token"]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;
@@ -82,6 +86,16 @@ impl Config {
         self.listen_addr()?;
         self.sweep_every()?;
         self.db_options()?;
+        self.reconcile_every()?;
+        self.reconcile_window()?;
+        if !url::Url::parse(&self.stripe_api_base)
+            .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
+        {
+            return Err(ConfigError::Invalid {
+                field: "stripe_api_base",
+                reason: format!("{:?} is not an http(s) URL", self.stripe_api_base),
+            });
+        }
         if url::Url::parse(&self.public_url).is_err() {
             return Err(ConfigError::Invalid {
                 field: "public_url",
@@ -110,6 +124,31 @@ impl Config {
             field: "sweep_interval",
             reason,
         })
+    }
+}
+
+impl Config {
+    /// `None` when periodic reconciliation is off (`0`, the default).
+    pub fn reconcile_every(&self) -> Result<Option<Duration>, ConfigError> {
+        parse_interval(&self.reconcile_interval).map_err(|reason| ConfigError::Invalid {
+            field: "reconcile_interval",
+            reason,
+        })
+    }
+
+    /// The window each periodic reconciliation reads.
+    pub fn reconcile_window(&self) -> Result<Duration, ConfigError> {
+        match parse_interval(&self.reconcile_window) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(ConfigError::Invalid {
+                field: "reconcile_window",
+                reason: "must be longer than 0".into(),
+            }),
+            Err(reason) => Err(ConfigError::Invalid {
+                field: "reconcile_window",
+                reason,
+            }),
+        }
     }
 }
 
@@ -195,6 +234,12 @@ mod tests {
         assert_eq!(
             c.db_options().unwrap(),
             crate::storage::DbOptions::default()
+        );
+        assert_eq!(c.stripe_api_base, "https://api.stripe.com");
+        assert_eq!(c.reconcile_every().unwrap(), None);
+        assert_eq!(
+            c.reconcile_window().unwrap(),
+            Duration::from_secs(72 * 3600)
         );
     }
 

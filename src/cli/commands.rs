@@ -7,7 +7,9 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cli, ClientCommand, Command, ConversionsCommand, EventsCommand, LinkCommand};
+use super::{
+    AdminCommand, Cli, ClientCommand, Command, ConversionsCommand, EventsCommand, LinkCommand,
+};
 use crate::app;
 use crate::config::{Config, Overrides};
 use crate::domain::client::{ClientIn, LinkIn};
@@ -53,6 +55,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         overrides.listen = args.listen.clone();
         overrides.public_url = args.public_url.clone();
         overrides.sweep_interval = args.sweep_interval.clone();
+        overrides.reconcile_interval = args.reconcile_interval.clone();
     }
     if let Command::Demo(args) = &cli.command {
         return super::demo::run(cli.database.as_deref(), cli.config.as_deref(), args).await;
@@ -60,8 +63,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let config = Config::load(cli.config.as_deref(), &overrides)?;
     let json = cli.json;
     match cli.command {
-        Command::Serve(_) => {
+        Command::Serve(args) => {
             let tracker = app::build_tracker(&config).await?;
+            admin_token(&tracker, args.admin_token.as_deref()).await?;
             serve(tracker, &config).await
         }
         Command::Migrate => {
@@ -83,6 +87,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             client,
             orphans,
             unverified,
+            mode,
         }) => {
             let tracker = app::build_tracker(&config).await?;
             let client_id = match client {
@@ -94,6 +99,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     client_id,
                     orphans_only: orphans,
                     unverified_only: unverified,
+                    livemode: mode.map(super::Mode::is_live),
                     ..Default::default()
                 })
                 .await?;
@@ -148,6 +154,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let tracker = app::build_tracker(&config).await?;
             diagnose(&tracker, args, json).await
         }
+        Command::Admin(AdminCommand::SetPassword) => {
+            let tracker = app::build_tracker(&config).await?;
+            set_password(&tracker, json).await
+        }
         Command::Events(EventsCommand::Reprocess {
             unverified,
             failed,
@@ -155,6 +165,19 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }) => {
             let tracker = app::build_tracker(&config).await?;
             reprocess(&tracker, unverified, failed, all, json).await
+        }
+        Command::Reconcile(args) => {
+            let tracker = app::build_tracker(&config).await?;
+            super::reconcile::run(&tracker, &config, args, json).await
+        }
+        Command::Export(super::ExportCommand::Conversions {
+            client,
+            from,
+            to,
+            mode,
+        }) => {
+            let tracker = app::build_tracker(&config).await?;
+            super::export::conversions(&tracker, client, from, to, mode, json).await
         }
     }
 }
@@ -169,7 +192,48 @@ async fn serve(tracker: Arc<Tracker>, config: &Config) -> anyhow::Result<()> {
     println!("salestrack listening on http://{local}");
     let cancel = CancellationToken::new();
     app::cancel_on_signal(cancel.clone());
+    super::reconcile::spawn_periodic(&tracker, config, &cancel)?;
     app::serve(tracker, listener, config.sweep_every()?, cancel).await
+}
+
+/// Makes sure an admin token exists; prints a generated one once.
+pub(super) async fn admin_token(tracker: &Tracker, configured: Option<&str>) -> anyhow::Result<()> {
+    use crate::domain::auth::TokenSetup;
+    match tracker
+        .ensure_admin_token(configured)
+        .await
+        .context("setting up the admin token")?
+    {
+        TokenSetup::Generated(token) => {
+            println!("admin token (shown once; only its hash is kept): {token}");
+            println!(
+                "sign in at {}/admin",
+                tracker.config().public_url.trim_end_matches('/')
+            );
+        }
+        TokenSetup::Configured => tracing::info!("admin token taken from configuration"),
+        TokenSetup::Existing => tracing::info!("admin token already set"),
+    }
+    Ok(())
+}
+
+/// `admin set-password`: the password comes from standard input (one line).
+async fn set_password(tracker: &Tracker, json: bool) -> anyhow::Result<()> {
+    use std::io::BufRead;
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    tracker.set_admin_password(&line).await?;
+    if json {
+        return print_json(&json!({"password_set": true}));
+    }
+    println!(
+        "admin password set; sign in at {}/admin",
+        tracker.config().public_url.trim_end_matches('/')
+    );
+    Ok(())
 }
 
 pub(super) async fn serve_tracker(tracker: Arc<Tracker>, config: &Config) -> anyhow::Result<()> {
@@ -397,7 +461,7 @@ async fn diagnose(tracker: &Tracker, args: super::DiagnoseArgs, json: bool) -> a
                     println!(
                         "      {:<22} {:<9} {}",
                         step.step,
-                        format!("{:?}", step.outcome).to_lowercase(),
+                        step.outcome.as_str(),
                         step.detail
                     );
                 }
@@ -458,7 +522,7 @@ async fn diagnose(tracker: &Tracker, args: super::DiagnoseArgs, json: bool) -> a
         println!(
             "    {:<22} {:<9} {}",
             step.step,
-            format!("{:?}", step.outcome).to_lowercase(),
+            step.outcome.as_str(),
             step.detail
         );
     }

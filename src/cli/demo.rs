@@ -66,6 +66,8 @@ pub async fn run(
     if args.no_serve {
         return Ok(());
     }
+    let token = std::env::var("SALESTRACK_ADMIN_TOKEN").ok();
+    super::commands::admin_token(&tracker, token.as_deref()).await?;
     super::commands::serve_tracker(tracker, &config).await
 }
 

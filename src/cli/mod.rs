@@ -3,8 +3,10 @@
 
 mod commands;
 mod demo;
+mod export;
+mod reconcile;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 pub use commands::run;
 
@@ -55,6 +57,14 @@ pub enum Command {
     /// Stored webhook events.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// Pull events Stripe could not deliver (for clients with an API key).
+    Reconcile(ReconcileArgs),
+    /// Export data.
+    #[command(subcommand)]
+    Export(ExportCommand),
+    /// Admin access to the dashboard.
+    #[command(subcommand)]
+    Admin(AdminCommand),
 }
 
 #[derive(Debug, Args)]
@@ -68,6 +78,13 @@ pub struct ServeArgs {
     /// How often the sweep runs (default 5m; 0 turns it off).
     #[arg(long, env = "SALESTRACK_SWEEP_INTERVAL")]
     pub sweep_interval: Option<String>,
+    /// How often to pull missed events from Stripe (default 0: never).
+    #[arg(long, env = "SALESTRACK_RECONCILE_INTERVAL")]
+    pub reconcile_interval: Option<String>,
+    /// The admin token (16+ characters) for the dashboard and the JSON API.
+    /// Without it, one is generated on first start and printed once.
+    #[arg(long, env = "SALESTRACK_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +150,50 @@ pub enum ConversionsCommand {
         orphans: bool,
         #[arg(long)]
         unverified: bool,
+        /// Only live-mode or only test-mode conversions.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
+    },
+}
+
+/// Stripe's live or test mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    Live,
+    Test,
+}
+
+impl Mode {
+    pub fn is_live(self) -> bool {
+        self == Self::Live
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ReconcileArgs {
+    /// Only this client (id or name); default: every client with an API key.
+    #[arg(long)]
+    pub client: Option<String>,
+    /// How far back to read Stripe's events (Stripe keeps 30 days).
+    #[arg(long, default_value = "72h")]
+    pub since: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ExportCommand {
+    /// Conversions as CSV (RFC 4180) on stdout, oldest first.
+    Conversions {
+        #[arg(long)]
+        client: Option<String>,
+        /// Purchased at or after: YYYY-MM-DD (UTC) or RFC 3339.
+        #[arg(long)]
+        from: Option<String>,
+        /// Purchased before (exclusive): YYYY-MM-DD (UTC) or RFC 3339.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only live-mode or only test-mode conversions.
+        #[arg(long, value_enum)]
+        mode: Option<Mode>,
     },
 }
 
@@ -159,4 +220,10 @@ pub enum EventsCommand {
         #[arg(long, group = "which")]
         all: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Set the admin password (read from standard input) for the login page.
+    SetPassword,
 }

@@ -18,6 +18,9 @@ pub struct AttributionInput<'a> {
     /// The conversion being attributed (excluded from customer history).
     pub conversion_id: &'a str,
     pub hints: &'a Hints,
+    /// Each payment event's own hints: their click ids and slugs are tried
+    /// after the merged ones, so the result does not hang on arrival order.
+    pub alternatives: &'a [Hints],
     pub customer: Option<&'a str>,
     pub email: Option<&'a str>,
     pub purchased_at: Millis,
@@ -81,14 +84,17 @@ pub async fn attribute(
     let mut trace = Trace(Vec::new());
 
     // 1. click id
-    let click_candidates: Vec<&str> = [
-        hints.click_id.as_deref(),
-        hints.client_reference_id.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|c| !c.is_empty())
-    .collect();
+    let mut click_candidates: Vec<&str> = Vec::new();
+    for h in std::iter::once(hints).chain(input.alternatives) {
+        for c in [h.click_id.as_deref(), h.client_reference_id.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if !c.is_empty() && !click_candidates.contains(&c) {
+                click_candidates.push(c);
+            }
+        }
+    }
     if click_candidates.is_empty() {
         trace.push(
             Method::ClickId,
@@ -120,14 +126,17 @@ pub async fn attribute(
     }
 
     // 2. link slug (metadata link_slug / ref; client_reference_id may hold a slug too)
-    let slug_candidates: Vec<&str> = [
-        hints.link_slug.as_deref(),
-        hints.client_reference_id.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .filter(|s| !s.is_empty())
-    .collect();
+    let mut slug_candidates: Vec<&str> = Vec::new();
+    for h in std::iter::once(hints).chain(input.alternatives) {
+        for s in [h.link_slug.as_deref(), h.client_reference_id.as_deref()]
+            .into_iter()
+            .flatten()
+        {
+            if !s.is_empty() && !slug_candidates.contains(&s) {
+                slug_candidates.push(s);
+            }
+        }
+    }
     if slug_candidates.is_empty() {
         trace.push(
             Method::LinkSlug,

@@ -155,6 +155,66 @@ impl Tracker {
     }
 }
 
+// ---- undo (layer 5) -------------------------------------------------------
+
+impl Tracker {
+    /// Undoes one change of the history: the conversion's link goes back to
+    /// the entry's `from_link_id` (an orphan again when it had none). The undo
+    /// is a manual choice, so no automatic run replaces it, and it is itself
+    /// written to the history (and can be undone in turn).
+    pub async fn undo_history(&self, entry_id: i64, actor: &str) -> DomainResult<Conversion> {
+        let _guard = self.purchase_lock.lock().await;
+        let entry = self
+            .store
+            .get_history_entry(entry_id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "history entry",
+                id: entry_id.to_string(),
+            })?;
+        let mut conversion = self
+            .store
+            .get_conversion(&entry.conversion_id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound {
+                what: "conversion",
+                id: entry.conversion_id.clone(),
+            })?;
+        if conversion.link_id == entry.from_link_id {
+            return Err(DomainError::Conflict(
+                "the conversion already has the link this change started from".into(),
+            ));
+        }
+        if let Some(link_id) = &entry.from_link_id {
+            match self.store.get_link(link_id).await? {
+                Some(link) if link.client_id == conversion.client_id => {}
+                _ => {
+                    return Err(DomainError::invalid(
+                        "the earlier link no longer belongs to this client",
+                    ))
+                }
+            }
+        }
+        let record = NewHistoryEntry {
+            conversion_id: conversion.id.clone(),
+            actor: actor.to_string(),
+            from_link_id: conversion.link_id.clone(),
+            to_link_id: entry.from_link_id.clone(),
+            from_method: conversion.method,
+            to_method: Some(Method::Manual),
+            reason: format!("undo of change #{}", entry.id),
+        };
+        conversion.link_id = entry.from_link_id.clone();
+        conversion.click_id = None;
+        conversion.method = Some(Method::Manual);
+        conversion.updated_at = now_millis();
+        self.store.save_conversion(&conversion).await?;
+        self.store.add_history(&record).await?;
+        tracing::info!(conversion_id = %conversion.id, entry_id, "attribution change undone");
+        Ok(conversion)
+    }
+}
+
 /// In words: why the trace found no link.
 pub fn why_orphan(c: &Conversion) -> String {
     let reasons: Vec<String> = c

@@ -152,7 +152,9 @@ impl Tracker {
             .filter(|v| valid_visitor_id(v))
             .unwrap_or_else(|| new_id("vis"));
         let click = self.new_click(&link, visit, &visitor_id);
-        self.store.insert_click(&click).await?;
+        if self.click_writes {
+            self.store.insert_click(&click).await?;
+        }
         let location = redirect_location(&link.destination, &link.slug, &click.id);
         Ok(Redirect {
             click,

@@ -25,6 +25,9 @@ pub struct Derived {
     pub verified: bool,
     pub client_method: ClientMethod,
     pub hints: Hints,
+    /// The hints of each payment event on its own (primary first), so that a
+    /// click id or slug one event carries is not hidden by another event's.
+    pub alternatives: Vec<Hints>,
 }
 
 /// An invoice purchase is keyed by its invoice id (Stripe ids start `in_`).
@@ -152,6 +155,7 @@ pub fn derive(key: &str, facts: &[SaleFact]) -> Option<Derived> {
         verified,
         client_method: primary_fact.client_method,
         hints,
+        alternatives: payments.iter().map(|(_, p)| p.hints.clone()).collect(),
     })
 }
 
@@ -195,6 +199,57 @@ impl Tracker {
         })
     }
 
+    /// SPEC 2.9 whatever the arrival order: once a subscription has a trial,
+    /// a trial or paid invoice arriving late can change which of its other
+    /// invoices is the first paid one (`new`) and which are renewals.
+    async fn rekind_after_trial(&self, client: &Client, saved: &Conversion) -> DomainResult<()> {
+        let (Some(subscription), Some(customer)) = (&saved.subscription, &saved.customer) else {
+            return Ok(());
+        };
+        let same_sub: Vec<Conversion> = self
+            .store
+            .list_conversions(&ConversionFilter {
+                client_id: Some(client.id.clone()),
+                customer: Some(customer.clone()),
+                ..Default::default()
+            })
+            .await?
+            .into_iter()
+            .filter(|c| c.subscription.as_ref() == Some(subscription))
+            .collect();
+        if !same_sub
+            .iter()
+            .any(|c| c.kind == ConversionKind::TrialStart)
+        {
+            return Ok(());
+        }
+        for sibling in same_sub
+            .into_iter()
+            .filter(|c| c.id != saved.id && c.kind != ConversionKind::TrialStart)
+        {
+            let facts = self
+                .store
+                .facts_for_purchase(&client.id, &sibling.purchase_key)
+                .await?;
+            let Some(derived) = derive(&sibling.purchase_key, &facts) else {
+                continue;
+            };
+            let kind = self
+                .first_paid_after_trial(client, &sibling.id, &derived)
+                .await?;
+            if kind != sibling.kind {
+                self.store
+                    .save_conversion(&Conversion {
+                        kind,
+                        updated_at: now_millis(),
+                        ..sibling
+                    })
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Derives the purchase `key` of `client` again from its facts, runs
     /// attribution and saves the conversion. Returns the live conversion.
     /// Callers hold `purchase_lock`.
@@ -218,6 +273,7 @@ impl Tracker {
             client,
             conversion_id: &id,
             hints: &derived.hints,
+            alternatives: &derived.alternatives,
             customer: derived.customer.as_deref(),
             email: derived.email.as_deref(),
             purchased_at: derived.purchased_at,
@@ -277,6 +333,7 @@ impl Tracker {
                 "method" => conversion.method.map_or("none", Method::as_str))
             .increment(1);
         }
+        self.rekind_after_trial(client, &conversion).await?;
         if let Some((from_link, from_method)) = change {
             let reason = match (&from_link, conversion.method) {
                 (None, Some(m)) => format!("attributed by {}", m.as_str()),

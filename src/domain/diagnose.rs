@@ -38,6 +38,8 @@ impl From<&StoredEvent> for EventSummary {
 pub struct NearbyOrphan {
     pub conversion: Conversion,
     pub why_not_matched: String,
+    /// How this link's own clicks relate to the sale.
+    pub this_link: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -99,6 +101,7 @@ impl Tracker {
                 .into_iter()
                 .map(|c| NearbyOrphan {
                     why_not_matched: why_orphan(&c),
+                    this_link: orphan_vs_link(&c, &link, &client.settings, &recent_clicks),
                     conversion: c,
                 })
                 .collect();
@@ -214,5 +217,244 @@ impl Tracker {
             events: events.iter().map(EventSummary::from).collect(),
             next_steps,
         })
+    }
+}
+
+// ---- sales found by email or invoice (the admin's diagnose-sale) ----------
+
+/// The sales a search found, each diagnosed, and the stored events that
+/// mention the search (so that a sale that made no conversion still shows).
+#[derive(Debug, Clone, Serialize)]
+pub struct SalesDiagnosis {
+    pub query: String,
+    pub sales: Vec<SaleDiagnosis>,
+    pub events_mentioning: Vec<EventSummary>,
+    pub next_steps: Vec<String>,
+}
+
+const DAY_MS: Millis = 24 * 3600 * 1000;
+
+/// A span of time in words: `40 s`, `12 min`, `5 h`, `3 days`.
+fn span(ms: Millis) -> String {
+    let s = ms.abs() / 1000;
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h", s / 3600),
+        _ => format!("{} days", s / 86_400),
+    }
+}
+
+/// How the clicks of `link` (the most recent ones) relate to an orphan sale.
+pub fn orphan_vs_link(
+    orphan: &Conversion,
+    link: &Link,
+    settings: &AttributionSettings,
+    clicks: &[Click],
+) -> String {
+    let human: Vec<&Click> = clicks.iter().filter(|c| !c.bot).collect();
+    let before = human
+        .iter()
+        .filter(|c| c.at <= orphan.purchased_at)
+        .map(|c| c.at)
+        .max();
+    let after = human
+        .iter()
+        .filter(|c| c.at > orphan.purchased_at)
+        .map(|c| c.at)
+        .min();
+    let window = settings.window_fallback_days * DAY_MS;
+    match (before, after) {
+        (Some(at), _) if settings.any_time_fallback || orphan.purchased_at - at <= window => format!(
+            "a click on {} {} before the sale was recorded after the sale was attributed: Auto-Fix will attribute it",
+            link.slug,
+            span(orphan.purchased_at - at)
+        ),
+        (Some(at), _) => format!(
+            "the last click on {} came {} before the sale, beyond the {}-day window (the any-time fallback is off)",
+            link.slug,
+            span(orphan.purchased_at - at),
+            settings.window_fallback_days
+        ),
+        (None, Some(at)) if at - orphan.purchased_at <= crate::domain::attribution::LATE_CLICK_GRACE_MS => format!(
+            "a click on {} came {} after the sale (a late beacon): Auto-Fix will attribute it",
+            link.slug,
+            span(at - orphan.purchased_at)
+        ),
+        (None, Some(at)) => format!(
+            "the first click on {} came {} after the sale, too late to have driven it",
+            link.slug,
+            span(at - orphan.purchased_at)
+        ),
+        (None, None) => format!("no recorded non-bot click on {} near this sale", link.slug),
+    }
+}
+
+impl Tracker {
+    /// Every sale of a customer email (any client), diagnosed.
+    pub async fn diagnose_email(&self, email: &str) -> DomainResult<SalesDiagnosis> {
+        let email = email.trim();
+        if email.is_empty() || email.len() > 320 {
+            return Err(DomainError::invalid("give an email address"));
+        }
+        let filter = ConversionFilter {
+            email: Some(email.to_string()),
+            limit: 20,
+            ..Default::default()
+        };
+        self.diagnose_sales(email, filter).await
+    }
+
+    /// The sale of a Stripe invoice (any client), diagnosed.
+    pub async fn diagnose_invoice(&self, invoice: &str) -> DomainResult<SalesDiagnosis> {
+        let invoice = invoice.trim();
+        if invoice.is_empty() || invoice.len() > 255 {
+            return Err(DomainError::invalid("give a Stripe invoice id (in_…)"));
+        }
+        let filter = ConversionFilter {
+            purchase_key: Some(invoice.to_string()),
+            limit: 20,
+            ..Default::default()
+        };
+        self.diagnose_sales(invoice, filter).await
+    }
+
+    async fn diagnose_sales(
+        &self,
+        query: &str,
+        filter: ConversionFilter,
+    ) -> DomainResult<SalesDiagnosis> {
+        let mut sales = Vec::new();
+        for c in self.store.list_conversions(&filter).await? {
+            sales.push(self.diagnose_conversion(&c.id).await?);
+        }
+        let events: Vec<EventSummary> = self
+            .store
+            .list_events(&EventFilter {
+                body_contains: Some(query.to_string()),
+                limit: 20,
+                ..Default::default()
+            })
+            .await?
+            .iter()
+            .map(EventSummary::from)
+            .collect();
+        let mut next_steps = Vec::new();
+        if sales.is_empty() && events.is_empty() {
+            next_steps.push(format!(
+                "No stored event mentions {query:?}: Stripe did not deliver it here. Check the endpoint URL and its selected events (invoice.paid) in Stripe, or run `salestrack reconcile`."
+            ));
+        } else if sales.is_empty() {
+            next_steps.push(
+                "Events mention it but made no conversion: open them to see their verification and processing results, then reprocess.".into(),
+            );
+        } else if sales
+            .iter()
+            .all(|s| s.conversion.link_id.is_some() && s.conversion.verified)
+        {
+            next_steps.push("Nothing to do: these sales are verified and attributed.".into());
+        } else {
+            next_steps.push("See each sale's next steps below.".into());
+        }
+        Ok(SalesDiagnosis {
+            query: query.to_string(),
+            sales,
+            events_mentioning: events,
+            next_steps,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn orphan_at(at: Millis) -> Conversion {
+        Conversion {
+            id: "cv".into(),
+            client_id: "c".into(),
+            purchase_key: "pi".into(),
+            link_id: None,
+            click_id: None,
+            customer: None,
+            email: None,
+            subscription: None,
+            amount: 100,
+            currency: "usd".into(),
+            net_amount: 100,
+            purchased_at: at,
+            kind: ConversionKind::New,
+            livemode: false,
+            verified: true,
+            status: ConversionStatus::Paid,
+            method: None,
+            client_method: ClientMethod::WebhookSecret,
+            trace: vec![],
+            created_at: at,
+            updated_at: at,
+        }
+    }
+
+    fn link() -> Link {
+        Link {
+            id: "l".into(),
+            client_id: "c".into(),
+            slug: "flexus1".into(),
+            destination: "https://x.example".into(),
+            label: None,
+            promo_codes: vec![],
+            created_at: 0,
+        }
+    }
+
+    fn click(at: Millis, bot: bool) -> Click {
+        Click {
+            id: "k".into(),
+            link_id: "l".into(),
+            client_id: "c".into(),
+            at,
+            visitor_id: None,
+            referrer: None,
+            landing_url: None,
+            user_agent: None,
+            ip_hash: None,
+            bot,
+        }
+    }
+
+    const T: Millis = 1_000 * DAY_MS;
+
+    #[test]
+    fn an_orphan_with_no_click_on_the_link_says_so() {
+        let s = AttributionSettings::default();
+        let text = orphan_vs_link(&orphan_at(T), &link(), &s, &[click(T - 1000, true)]);
+        assert_eq!(text, "no recorded non-bot click on flexus1 near this sale");
+    }
+
+    #[test]
+    fn a_click_after_the_sale_is_late_or_too_late() {
+        let s = AttributionSettings::default();
+        let late = orphan_vs_link(&orphan_at(T), &link(), &s, &[click(T + 60_000, false)]);
+        assert!(late.contains("after the sale (a late beacon)"), "{late}");
+        let too_late = orphan_vs_link(&orphan_at(T), &link(), &s, &[click(T + 3 * DAY_MS, false)]);
+        assert!(
+            too_late.contains("3 days after the sale, too late"),
+            "{too_late}"
+        );
+    }
+
+    #[test]
+    fn an_old_click_beyond_the_window_names_the_window() {
+        let s = AttributionSettings {
+            any_time_fallback: false,
+            ..Default::default()
+        };
+        let text = orphan_vs_link(
+            &orphan_at(T),
+            &link(),
+            &s,
+            &[click(T - 120 * DAY_MS, false)],
+        );
+        assert!(text.contains("beyond the 90-day window"), "{text}");
     }
 }

@@ -239,6 +239,13 @@ impl Tracker {
                             EventSource::Push,
                         )
                         .await;
+                        let suspect = existing.client_id.as_deref();
+                        if let Err(e) = self
+                            .release_suspect(suspect, client_id, &envelope, &value)
+                            .await
+                        {
+                            tracing::warn!(event_id, error = %e, "could not fold the suspected client's conversion");
+                        }
                     }
                 }
                 Ok(IngestOutcome::Accepted {
@@ -315,7 +322,26 @@ impl Tracker {
         let resolved = match (verified_by, source) {
             (Some(id), EventSource::Fetch) => Some((id.to_string(), ClientMethod::Api)),
             (Some(id), EventSource::Push) => Some((id.to_string(), ClientMethod::WebhookSecret)),
-            (None, _) => suspect_client(&clients, envelope.account.as_deref(), email.as_deref()),
+            (None, _) => {
+                // On a per-client URL only that client can ever verify the
+                // event (SPEC 2.5): suspect no other, or a later verified
+                // delivery would leave a conversion behind for the wrong one.
+                let endpoint_client = match self.store.get_event(event_id).await? {
+                    Some(e) => e.endpoint_client_id,
+                    None => None,
+                };
+                let candidates: Vec<ClientSecrets> = clients
+                    .iter()
+                    .filter(|c| endpoint_client.as_ref().is_none_or(|id| &c.client.id == id))
+                    .cloned()
+                    .collect();
+                let candidates = if candidates.is_empty() {
+                    &clients
+                } else {
+                    &candidates
+                };
+                suspect_client(candidates, envelope.account.as_deref(), email.as_deref())
+            }
         };
         let Some((client_id, method)) = resolved else {
             return Ok(Processed {
@@ -525,19 +551,61 @@ impl Tracker {
             Verification::Verified => event.client_id.clone(),
             Verification::Unverified => None,
         };
-        self.process_logged(
-            event.id,
-            &envelope,
-            &value,
-            verified_by.as_deref(),
-            event.source,
-        )
-        .await;
+        // A pushed event that reconciliation verified keeps client method `api`.
+        let source = match event.client_method {
+            Some(ClientMethod::Api) => EventSource::Fetch,
+            _ => event.source,
+        };
+        self.process_logged(event.id, &envelope, &value, verified_by.as_deref(), source)
+            .await;
         Ok(self
             .store
             .get_event(event.id)
             .await?
             .map_or(Processing::Failed, |e| e.processing))
+    }
+
+    /// A verified delivery named another client than the one layer 1 had
+    /// suspected: the suspect's conversion, now left without any fact, is
+    /// folded into the verified one, so that one payment stays one conversion.
+    async fn release_suspect(
+        &self,
+        suspect: Option<&str>,
+        verified: &str,
+        envelope: &Envelope,
+        value: &serde_json::Value,
+    ) -> DomainResult<()> {
+        let Some(suspect) = suspect.filter(|s| *s != verified) else {
+            return Ok(());
+        };
+        let id = match event::extract(envelope, value) {
+            Ok(EventFacts::Payment(p)) => initial_key(&p),
+            Ok(EventFacts::Refund(r)) => r.invoice.or(r.payment_intent).unwrap_or(r.charge),
+            Ok(EventFacts::Dispute(d)) => d.payment_intent.unwrap_or(d.charge),
+            _ => return Ok(()),
+        };
+        let _guard = self.purchase_lock.lock().await;
+        let old_key = self
+            .store
+            .resolve_alias(suspect, &id)
+            .await?
+            .unwrap_or_else(|| id.clone());
+        let Some(left) = self.store.get_conversion_by_key(suspect, &old_key).await? else {
+            return Ok(());
+        };
+        if !self
+            .store
+            .facts_for_purchase(suspect, &old_key)
+            .await?
+            .is_empty()
+        {
+            return Ok(());
+        }
+        let new_key = self.store.resolve_alias(verified, &id).await?.unwrap_or(id);
+        if let Some(target) = self.store.get_conversion_by_key(verified, &new_key).await? {
+            self.store.merge_conversion(&left.id, &target.id).await?;
+        }
+        Ok(())
     }
 
     /// Verifies a stored unverified event again with the current secrets,
@@ -562,6 +630,10 @@ impl Tracker {
         );
         match verdict {
             Verdict::Verified { client_id } => {
+                let suspect = match self.store.get_event(event.id).await? {
+                    Some(current) => current.client_id,
+                    None => event.client_id.clone(),
+                };
                 let won = self
                     .store
                     .mark_event_verified(
@@ -575,6 +647,10 @@ impl Tracker {
                 if won {
                     if let Some(updated) = self.store.get_event(event.id).await? {
                         self.reprocess_event(&updated).await?;
+                        if let Ok((envelope, value)) = event::parse_envelope(&updated.body) {
+                            self.release_suspect(suspect.as_deref(), &client_id, &envelope, &value)
+                                .await?;
+                        }
                     }
                 }
                 Ok(true)
@@ -586,6 +662,117 @@ impl Tracker {
                 Ok(false)
             }
         }
+    }
+}
+
+/// The endpoint recorded for events fetched from Stripe's API.
+pub const FETCH_ENDPOINT: &str = "GET /v1/events";
+
+/// What became of one event fetched from Stripe's API (SPEC 2.10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FetchOutcome {
+    /// Not stored before: now stored (`source = fetch`) and processed.
+    New { event_id: i64 },
+    /// Already stored and verified, by a webhook or an earlier run.
+    AlreadyStored { event_id: i64 },
+    /// Stored before from a delivery whose signature failed: Stripe's API
+    /// vouches for it now, so it is verified (with the API's copy of the
+    /// body, in case the delivery was forged) and processed.
+    VerifiedNow { event_id: i64 },
+}
+
+impl Tracker {
+    /// Stores an event fetched from Stripe's API with `client`'s own key,
+    /// then processes it through the same pipeline as a webhook. It is keyed
+    /// like a webhook (`account:event id`), so an event that also arrived by
+    /// webhook is kept once, and it counts as verified with client method
+    /// `api`. Like `ingest`, nothing is reported unless the event is stored.
+    pub async fn ingest_fetched(
+        &self,
+        client: &Client,
+        body: Vec<u8>,
+    ) -> Result<FetchOutcome, IngestError> {
+        let parsed = event::parse_envelope(&body);
+        let envelope = parsed.as_ref().ok().map(|(env, _)| env);
+        let new_event = NewEvent {
+            dedup_key: envelope.map(dedup_key),
+            stripe_event_id: envelope.map(|e| e.id.clone()),
+            event_type: envelope.map(|e| e.event_type.clone()),
+            account: envelope.and_then(|e| e.account.clone()),
+            livemode: envelope.map(|e| e.livemode),
+            api_version: envelope.and_then(|e| e.api_version.clone()),
+            endpoint: FETCH_ENDPOINT.to_string(),
+            endpoint_client_id: Some(client.id.clone()),
+            source: EventSource::Fetch,
+            received_at: now_millis(),
+            headers: "{}".to_string(),
+            body: body.clone(),
+            verification: Verification::Verified,
+            verification_reason: None,
+            client_id: Some(client.id.clone()),
+            client_method: Some(ClientMethod::Api),
+            processing: if parsed.is_ok() {
+                Processing::Pending
+            } else {
+                Processing::Invalid
+            },
+        };
+        let inserted = self
+            .store
+            .insert_event(&new_event)
+            .await
+            .map_err(IngestError::NotStored)?;
+        let outcome = match inserted {
+            InsertEvent::Inserted(event_id) => FetchOutcome::New { event_id },
+            InsertEvent::Duplicate(existing) if existing.verification == Verification::Verified => {
+                return Ok(FetchOutcome::AlreadyStored {
+                    event_id: existing.id,
+                })
+            }
+            InsertEvent::Duplicate(existing) => {
+                let won = self
+                    .store
+                    .mark_event_verified(
+                        existing.id,
+                        &client.id,
+                        ClientMethod::Api,
+                        None,
+                        Some(&body),
+                    )
+                    .await
+                    .map_err(IngestError::NotStored)?;
+                if !won {
+                    return Ok(FetchOutcome::AlreadyStored {
+                        event_id: existing.id,
+                    });
+                }
+                FetchOutcome::VerifiedNow {
+                    event_id: existing.id,
+                }
+            }
+        };
+        let (FetchOutcome::New { event_id }
+        | FetchOutcome::VerifiedNow { event_id }
+        | FetchOutcome::AlreadyStored { event_id }) = outcome;
+        tracing::info!(
+            event_id,
+            stripe_event = envelope.map(|e| e.id.as_str()).unwrap_or("-"),
+            event_type = envelope.map(|e| e.event_type.as_str()).unwrap_or("-"),
+            client = %client.id,
+            ?outcome,
+            "fetched event stored"
+        );
+        if let Ok((envelope, value)) = &parsed {
+            self.process_logged(
+                event_id,
+                envelope,
+                value,
+                Some(&client.id),
+                EventSource::Fetch,
+            )
+            .await;
+        }
+        Ok(outcome)
     }
 }
 

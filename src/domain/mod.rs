@@ -9,10 +9,12 @@ pub mod click;
 pub mod client;
 pub mod conversion;
 pub mod diagnose;
+pub mod export;
 pub mod ids;
 pub mod ingest;
 pub mod model;
 pub mod money;
+pub mod reconcile;
 pub mod status;
 pub mod report;
 pub mod view;
@@ -71,6 +73,9 @@ pub struct Tracker {
     /// so that concurrent events of one sale cannot both create it.
     pub(crate) purchase_lock: Mutex<()>,
     pub(crate) ip_salt: String,
+    /// False only in the benchmark's baseline server (`src/bin/bench`):
+    /// redirects are answered without storing the click.
+    pub(crate) click_writes: bool,
 }
 
 impl Tracker {
@@ -82,7 +87,15 @@ impl Tracker {
             config,
             purchase_lock: Mutex::new(()),
             ip_salt: salt,
+            click_writes: true,
         })
+    }
+
+    /// For the benchmark's baseline only: answer redirects without storing
+    /// the click, so that the cost of the durable write can be measured.
+    #[doc(hidden)]
+    pub fn skip_click_writes_for_benchmark(&mut self) {
+        self.click_writes = false;
     }
 
     pub fn store(&self) -> &DynStore {

@@ -474,6 +474,16 @@ pub enum StepOutcome {
     Skipped,
 }
 
+impl StepOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Matched => "matched",
+            Self::NoMatch => "no_match",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Conversion {
     pub id: String,

@@ -1,6 +1,7 @@
 //! The HTTP edge: routes, extractors and handlers. Handlers hold no SQL and
 //! no business rules; they translate between HTTP and the domain.
 
+pub mod admin;
 pub mod api;
 pub mod health;
 pub mod metrics;
@@ -30,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .merge(public::routes())
         .merge(webhook::routes())
         .merge(health::routes())
+        .merge(admin::routes())
         .merge(api::routes())
         .merge(metrics::routes())
         .layer(middleware::from_fn(metrics::track_latency))

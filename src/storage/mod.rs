@@ -215,7 +215,8 @@ pub trait Store: Send + Sync + 'static {
     /// Newest purchase first.
     async fn list_conversions(&self, filter: &ConversionFilter) -> StoreResult<Vec<Conversion>>;
     /// The most recent other live conversion of the client for this customer
-    /// (or, failing that, this email) that has a link, purchased at or before `before`.
+    /// (or, failing that, this email) that has a link and is verified (a forged
+    /// sale never lends its link), purchased at or before `before`.
     async fn customer_history(
         &self,
         client_id: &str,

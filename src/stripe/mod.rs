@@ -1,5 +1,7 @@
-//! Stripe as salestrack reads it: webhook signatures and the typed subset of
-//! events that carry sales. Depends on nothing else in this crate.
+//! Stripe as salestrack reads it: webhook signatures, the typed subset of
+//! events that carry sales, and the events API reconciliation pages through.
+//! Depends on nothing else in this crate.
 
+pub mod api;
 pub mod event;
 pub mod signature;

@@ -4,7 +4,6 @@
 //! `busy_timeout`, foreign keys on. Booleans are INTEGER 0/1, times integer
 //! epoch milliseconds, enums their `as_str()` text, JSON values TEXT.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -302,7 +301,11 @@ impl SqliteStore {
                 .idle_timeout(None)
                 .max_lifetime(None)
         } else {
-            SqlitePoolOptions::new().max_connections(8)
+            // A local file needs no liveness check before each use; sqlx's
+            // default one costs a round trip to the connection's thread.
+            SqlitePoolOptions::new()
+                .max_connections(8)
+                .test_before_acquire(false)
         };
         let pool = pool_options.connect_with(options).await.map_err(map_err)?;
         Ok(Self { pool })
@@ -322,50 +325,29 @@ impl SqliteStore {
     }
 
     /// Links matching `where_sql` (over `links l`, `?` bound to `args` in
-    /// order), each with its promotion codes, read from one snapshot.
+    /// order), each with its promotion codes: one statement, so one snapshot
+    /// and one round trip (the redirect's hot path).
     async fn load_links(&self, where_sql: &str, args: &[&str]) -> StoreResult<Vec<Link>> {
-        let mut tx = self.pool.begin().await.map_err(map_err)?;
-
         let sql = format!(
-            "SELECT {LINK_COLS} FROM links l WHERE {where_sql} ORDER BY l.created_at, l.rowid"
+            "SELECT {LINK_COLS}, (SELECT json_group_array(code) FROM \
+               (SELECT pc.code AS code FROM link_promo_codes pc \
+                WHERE pc.link_id = l.id ORDER BY pc.rowid)) AS promo_codes \
+             FROM links l WHERE {where_sql} ORDER BY l.created_at, l.rowid"
         );
         let mut q = sqlx::query(&sql);
         for a in args {
             q = q.bind(*a);
         }
-        let rows = q.fetch_all(&mut *tx).await.map_err(map_err)?;
-        let mut links = rows
-            .iter()
-            .map(link_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        if links.is_empty() {
-            tx.commit().await.map_err(map_err)?;
-            return Ok(links);
-        }
-
-        let sql = format!(
-            "SELECT p.link_id, p.code FROM link_promo_codes p JOIN links l ON l.id = p.link_id \
-             WHERE {where_sql} ORDER BY p.rowid"
-        );
-        let mut q = sqlx::query(&sql);
-        for a in args {
-            q = q.bind(*a);
-        }
-        let rows = q.fetch_all(&mut *tx).await.map_err(map_err)?;
-        tx.commit().await.map_err(map_err)?;
-
-        let mut codes: HashMap<String, Vec<String>> = HashMap::new();
-        for row in &rows {
-            let link_id: String = get(row, "link_id")?;
-            let code: String = get(row, "code")?;
-            codes.entry(link_id).or_default().push(code);
-        }
-        for link in &mut links {
-            if let Some(c) = codes.remove(&link.id) {
-                link.promo_codes = c;
-            }
-        }
-        Ok(links)
+        let rows = q.fetch_all(&self.pool).await.map_err(map_err)?;
+        rows.iter()
+            .map(|row| {
+                let mut link = link_from_row(row)?;
+                let codes: String = get(row, "promo_codes")?;
+                link.promo_codes = serde_json::from_str(&codes)
+                    .map_err(|e| StoreError::Corrupt(format!("link promotion codes: {e}")))?;
+                Ok(link)
+            })
+            .collect()
     }
 
     async fn load_event_by_dedup_key(&self, key: &str) -> StoreResult<Option<StoredEvent>> {
@@ -393,7 +375,7 @@ impl SqliteStore {
         let sql = format!(
             "SELECT {CONVERSION_COLS} FROM conversions \
              WHERE client_id = ? AND merged_into IS NULL AND id <> ? \
-               AND link_id IS NOT NULL AND purchased_at <= ? AND {condition} \
+               AND link_id IS NOT NULL AND verified = 1 AND purchased_at <= ? AND {condition} \
              ORDER BY purchased_at DESC, id DESC LIMIT 1"
         );
         sqlx::query(&sql)

@@ -1,0 +1,190 @@
+//! `/admin/login` and `/admin/logout`: the admin token or password opens a
+//! session; failures are rate-limited per address.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use rand::RngCore;
+use serde::Deserialize;
+use subtle::ConstantTimeEq;
+
+use super::page::{render, see_other, PageError};
+use super::session::{
+    cookie, form_body, form_field, session_cookie, set_cookie, AdminSession, CsrfForm,
+    LoginLimiter, PeerIp, LOGIN_COOKIE, SESSION_COOKIE,
+};
+use crate::http::AppState;
+
+#[derive(Template)]
+#[template(path = "admin/login.html")]
+struct LoginPage {
+    csrf: String,
+    next: String,
+    error: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct NextIn {
+    next: Option<String>,
+}
+
+/// Only paths of the admin pages are followed after a login.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n)
+            if (n == "/admin" || n.starts_with("/admin/") || n.starts_with("/admin?"))
+                && !n.contains("//")
+                && !n.contains('\\')
+                && !n.starts_with("/admin/login") =>
+        {
+            n.to_string()
+        }
+        _ => "/admin".into(),
+    }
+}
+
+fn new_token() -> String {
+    let mut buf = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut buf);
+    hex::encode(buf)
+}
+
+fn with_cookies(mut response: Response, cookies: &[String]) -> Response {
+    for c in cookies {
+        if let Ok(v) = HeaderValue::from_str(c) {
+            response.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    response
+}
+
+fn login_page(
+    state: &AppState,
+    status: StatusCode,
+    next: String,
+    error: Option<&'static str>,
+) -> Response {
+    let csrf = new_token();
+    let page = LoginPage {
+        csrf: csrf.clone(),
+        next,
+        error,
+    };
+    let mut response = render(&page);
+    *response.status_mut() = status;
+    with_cookies(
+        response,
+        &[set_cookie(state, LOGIN_COOKIE, &csrf, "/admin/login", 3600)],
+    )
+}
+
+pub async fn show_login(
+    State(state): State<AppState>,
+    Query(q): Query<NextIn>,
+    headers: HeaderMap,
+) -> Response {
+    let next = safe_next(q.next.as_deref());
+    if let Some(value) = cookie(&headers, SESSION_COOKIE) {
+        if let Ok(Some(_)) = state.tracker.session(&value).await {
+            return see_other(&next);
+        }
+    }
+    login_page(&state, StatusCode::OK, next, None)
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    Extension(limiter): Extension<Arc<LoginLimiter>>,
+    PeerIp(ip): PeerIp,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let body = match form_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let next = safe_next(form_field(&body, "next").as_deref());
+    let now = Instant::now();
+    if limiter.is_blocked(ip, now) {
+        tracing::warn!(?ip, "admin login rate-limited");
+        return login_page(
+            &state,
+            StatusCode::TOO_MANY_REQUESTS,
+            next,
+            Some("Too many failed attempts from your address. Wait five minutes and try again."),
+        );
+    }
+    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
+    let submitted = form_field(&body, "csrf").unwrap_or_default();
+    let csrf_ok: bool =
+        !expected.is_empty() && expected.as_bytes().ct_eq(submitted.as_bytes()).into();
+    if !csrf_ok {
+        return PageError::Forbidden(
+            "The login form's security token is missing or out of date. Reload the login page and try again.",
+        )
+        .into_response();
+    }
+    let secret = form_field(&body, "secret").unwrap_or_default();
+    let ok = match state.tracker.check_admin_login(&secret).await {
+        Ok(ok) => ok,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    if !ok {
+        limiter.record_failure(ip, now);
+        tracing::warn!(?ip, "admin login failed");
+        return login_page(
+            &state,
+            StatusCode::UNAUTHORIZED,
+            next,
+            Some("That is not the admin token or password."),
+        );
+    }
+    limiter.clear(ip);
+    let (value, _) = match state.tracker.open_session().await {
+        Ok(s) => s,
+        Err(e) => return PageError::from(e).into_response(),
+    };
+    tracing::info!(?ip, "admin signed in");
+    with_cookies(
+        see_other(&next),
+        &[
+            session_cookie(&state, &value),
+            set_cookie(&state, LOGIN_COOKIE, "", "/admin/login", 0),
+        ],
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Empty {}
+
+pub async fn logout(State(state): State<AppState>, form: CsrfForm<Empty>) -> Response {
+    let AdminSession { cookie: value, .. } = form.admin;
+    if let Err(e) = state.tracker.close_session(&value).await {
+        return PageError::from(e).into_response();
+    }
+    with_cookies(
+        see_other("/admin/login"),
+        &[set_cookie(&state, SESSION_COOKIE, "", "/admin", 0)],
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_admin_paths_are_followed_after_login() {
+        assert_eq!(safe_next(Some("/admin/clients?x=1")), "/admin/clients?x=1");
+        assert_eq!(safe_next(Some("/admin")), "/admin");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/admin");
+        assert_eq!(safe_next(Some("//evil.example/admin")), "/admin");
+        assert_eq!(safe_next(Some("/admin//evil.example")), "/admin");
+        assert_eq!(safe_next(Some("/administrator")), "/admin");
+        assert_eq!(safe_next(None), "/admin");
+    }
+}

@@ -1,0 +1,222 @@
+//! Test harness: spawn the app, sign Stripe payloads, read fixtures.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use salestrack::domain::client::{ClientIn, LinkIn};
+use salestrack::domain::model::*;
+use salestrack::domain::view::ConversionOut;
+use salestrack::domain::{DomainConfig, Tracker};
+use salestrack::storage::{self, DynStore};
+use salestrack::stripe::signature::header_for;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base: String,
+    pub db_url: String,
+    pub tracker: Arc<Tracker>,
+    pub http: reqwest::Client,
+    cancel: CancellationToken,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+/// The app on a fresh SQLite file.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|s| s).await
+}
+
+/// The app over a store wrapped by `wrap` (for fault injection).
+pub async fn spawn_app_with(wrap: impl FnOnce(DynStore) -> DynStore) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = storage::connect(&db_url).await.expect("open store");
+    let store = wrap(store);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let base = format!("http://{addr}");
+    let tracker = Arc::new(
+        Tracker::new(
+            store,
+            DomainConfig {
+                public_url: base.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("tracker"),
+    );
+    let cancel = CancellationToken::new();
+    tokio::spawn(salestrack::app::serve(
+        tracker.clone(),
+        listener,
+        None,
+        cancel.clone(),
+    ));
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("http client");
+    TestApp {
+        addr,
+        base,
+        db_url,
+        tracker,
+        http,
+        cancel,
+        _dir: dir,
+    }
+}
+
+pub fn now_s() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+/// A valid `Stripe-Signature` for `body` signed now with `secret`.
+pub fn sign(body: &[u8], secret: &str) -> String {
+    header_for(body, secret, now_s())
+}
+
+pub fn fixture_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/stripe")
+        .join(name)
+}
+
+/// A fixture's exact bytes (final newline included), as Stripe would send them.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(fixture_path(name)).unwrap_or_else(|e| panic!("fixture {name}: {e}"))
+}
+
+pub fn fixture_json(name: &str) -> Value {
+    serde_json::from_slice(&fixture(name)).expect("fixture json")
+}
+
+/// A Stripe-shaped event around `object`.
+pub fn event(
+    id: &str,
+    event_type: &str,
+    api_version: &str,
+    created: i64,
+    object: Value,
+) -> Vec<u8> {
+    serde_json::to_vec_pretty(&serde_json::json!({
+        "id": id,
+        "object": "event",
+        "api_version": api_version,
+        "created": created,
+        "data": {"object": object},
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": {"id": null, "idempotency_key": null},
+        "type": event_type,
+    }))
+    .expect("event json")
+}
+
+impl TestApp {
+    pub async fn add_client(&self, name: &str, secret: Option<&str>) -> Client {
+        self.tracker
+            .add_client(ClientIn {
+                name: name.into(),
+                webhook_secret: secret.map(Into::into),
+                ..Default::default()
+            })
+            .await
+            .expect("add client")
+    }
+
+    pub async fn add_client_with(&self, input: ClientIn) -> Client {
+        self.tracker.add_client(input).await.expect("add client")
+    }
+
+    pub async fn add_link(&self, client: &Client, slug: &str) -> Link {
+        self.tracker
+            .add_link(LinkIn {
+                client: client.id.clone(),
+                slug: slug.into(),
+                destination: format!("https://shop.example.com/{slug}"),
+                label: None,
+                promo_codes: vec![],
+            })
+            .await
+            .expect("add link")
+    }
+
+    /// Stores a click of `link` at `at_s` (Unix seconds).
+    pub async fn add_click_at(&self, link: &Link, at_s: i64, bot: bool) -> Click {
+        let click = Click {
+            id: salestrack::domain::ids::new_id("clk"),
+            link_id: link.id.clone(),
+            client_id: link.client_id.clone(),
+            at: at_s * 1000,
+            visitor_id: None,
+            referrer: None,
+            landing_url: None,
+            user_agent: Some("Mozilla/5.0".into()),
+            ip_hash: None,
+            bot,
+        };
+        self.tracker
+            .store()
+            .insert_click(&click)
+            .await
+            .expect("click");
+        click
+    }
+
+    /// POSTs `body` to `path` with an optional `Stripe-Signature`.
+    pub async fn post_webhook(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        signature: Option<String>,
+    ) -> reqwest::Response {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(sig) = signature {
+            req = req.header("stripe-signature", sig);
+        }
+        req.send().await.expect("webhook request")
+    }
+
+    /// Signs `body` with `secret` now and POSTs it to the client's URL.
+    pub async fn deliver(&self, client: &Client, secret: &str, body: Vec<u8>) -> reqwest::Response {
+        let sig = sign(&body, secret);
+        self.post_webhook(&format!("/webhooks/stripe/{}", client.id), body, Some(sig))
+            .await
+    }
+
+    pub async fn conversions(&self) -> Vec<ConversionOut> {
+        self.tracker
+            .conversions_out(&ConversionFilter::default())
+            .await
+            .expect("conversions")
+    }
+
+    pub async fn events(&self) -> Vec<StoredEvent> {
+        self.tracker
+            .store()
+            .list_events(&EventFilter {
+                limit: 10_000,
+                ..Default::default()
+            })
+            .await
+            .expect("events")
+    }
+}

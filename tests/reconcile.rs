@@ -617,6 +617,41 @@ async fn a_fetched_event_verifies_a_delivery_whose_signature_failed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_suspected_for_another_client_moves_to_the_key_owner() {
+    let app = spawn_app().await;
+    // Layer 1 suspects the first client with a secret for an unsigned
+    // delivery on the shared URL; the sale is really Acme's.
+    let other = app
+        .add_client("Other Shop", Some("whsec_other_shop_secret_99"))
+        .await;
+    let acme = add_keyed_client(&app, "Acme", KEY_A, None).await;
+    let event = sale("evt_suspected_1", "pi_suspected_1", 2600, 120);
+    let answer = app
+        .post_webhook("/webhooks/stripe", bytes(&event), None)
+        .await;
+    assert_eq!(answer.status(), 400);
+    let before = app.conversions().await;
+    assert_eq!(before.len(), 1);
+    assert_eq!(before[0].client_id, other.id);
+    assert!(!before[0].verified);
+
+    let (base, _fake) = spawn_stripe(FakeStripe {
+        events: HashMap::from([(KEY_A.to_string(), vec![event])]),
+        page_size: 10,
+        ..Default::default()
+    })
+    .await;
+    let run = salestrack(&app, &base, &["--json", "reconcile"]).await;
+    assert_eq!(run.code, Some(0), "{run:?}");
+    assert_eq!(report_of(&run.json(), &acme)["verified_now"], 1);
+    let after = app.conversions().await;
+    assert_eq!(after.len(), 1, "one payment, one conversion: {after:#?}");
+    assert_eq!(after[0].client_id, acme.id);
+    assert!(after[0].verified);
+    assert_eq!(after[0].amount, 2600);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_events_are_keyed_by_account_as_webhooks_are() {
     let app = spawn_app().await;
     let acme = app

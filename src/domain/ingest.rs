@@ -722,6 +722,8 @@ impl Tracker {
             .insert_event(&new_event)
             .await
             .map_err(IngestError::NotStored)?;
+        // The client layer 1 suspected for a stored unverified delivery.
+        let mut suspect = None;
         let outcome = match inserted {
             InsertEvent::Inserted(event_id) => FetchOutcome::New { event_id },
             InsertEvent::Duplicate(existing) if existing.verification == Verification::Verified => {
@@ -746,6 +748,7 @@ impl Tracker {
                         event_id: existing.id,
                     });
                 }
+                suspect = existing.client_id.clone();
                 FetchOutcome::VerifiedNow {
                     event_id: existing.id,
                 }
@@ -771,6 +774,12 @@ impl Tracker {
                 EventSource::Fetch,
             )
             .await;
+            if let Err(e) = self
+                .release_suspect(suspect.as_deref(), &client.id, envelope, value)
+                .await
+            {
+                tracing::warn!(event_id, error = %e, "could not fold the suspected client's conversion");
+            }
         }
         Ok(outcome)
     }

@@ -918,3 +918,130 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+// ---- the CLI side of admin access ------------------------------------------
+
+fn binary() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_salestrack"))
+}
+
+/// Starts `serve` on a free port, reads its stdout up to the "listening"
+/// line, stops it, and returns what it printed.
+fn serve_once(db: &str, token: Option<&str>) -> String {
+    use std::io::{BufRead, BufReader};
+    let mut cmd = binary();
+    cmd.args([
+        "--database",
+        db,
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--sweep-interval",
+        "0",
+    ])
+    .env_remove("SALESTRACK_ADMIN_TOKEN")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::null());
+    if let Some(t) = token {
+        cmd.args(["--admin-token", t]);
+    }
+    let mut child = cmd.spawn().expect("serve");
+    let mut out = String::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("stdout");
+        out.push_str(&line);
+        out.push('\n');
+        if line.contains("listening on") {
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    out
+}
+
+#[tokio::test]
+async fn serve_prints_a_generated_token_once_and_keeps_only_its_hash() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("serve.db").display());
+    let first = serve_once(&db, None);
+    let token = first
+        .lines()
+        .find_map(|l| l.strip_prefix("admin token (shown once; only its hash is kept): "))
+        .unwrap_or_else(|| panic!("no token printed: {first}"))
+        .to_string();
+    assert!(token.starts_with("sta_") && token.len() > 20, "{token}");
+    let second = serve_once(&db, None);
+    assert!(!second.contains("admin token"), "printed again: {second}");
+    let store = salestrack::storage::connect(&db).await.unwrap();
+    let hash = store
+        .get_setting("admin_token_hash")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_ne!(hash, token, "only the hash is stored");
+    let tracker = salestrack::domain::Tracker::new(store, Default::default())
+        .await
+        .unwrap();
+    assert!(tracker.check_admin_login(&token).await.unwrap());
+    // A configured token replaces it and is never printed.
+    let configured = serve_once(&db, Some("configured-token-0123456789"));
+    assert!(!configured.contains("configured-token"), "{configured}");
+    assert!(tracker
+        .check_admin_login("configured-token-0123456789")
+        .await
+        .unwrap());
+    assert!(!tracker.check_admin_login(&token).await.unwrap());
+}
+
+#[tokio::test]
+async fn admin_set_password_reads_the_password_from_stdin() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("pw.db").display());
+    let mut child = binary()
+        .args(["--database", &db, "admin", "set-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long passphrase here\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("admin password set"));
+    let store = salestrack::storage::connect(&db).await.unwrap();
+    let tracker = salestrack::domain::Tracker::new(store, Default::default())
+        .await
+        .unwrap();
+    assert!(tracker
+        .check_admin_login("a long passphrase here")
+        .await
+        .unwrap());
+    assert!(!tracker
+        .check_admin_login("a long passphrase")
+        .await
+        .unwrap());
+    // Too short: refused with a message, nothing stored.
+    let mut child = binary()
+        .args(["--database", &db, "admin", "set-password"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"short\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
+}

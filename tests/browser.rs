@@ -111,10 +111,19 @@ async fn shot(c: &Client, name: &str) -> Check {
         .map_err(|e| format!("writing {name}.png: {e}"))
 }
 
-async fn text_of(c: &Client, css: &str) -> Result<String, String> {
-    c.find(Locator::Css(css))
+/// Waits (up to 15 s) for an element: after a click that navigates, the
+/// new page may not be there yet on a busy machine.
+async fn wait_for(c: &Client, css: &str) -> Result<fantoccini::elements::Element, String> {
+    c.wait()
+        .at_most(Duration::from_secs(15))
+        .for_element(Locator::Css(css))
         .await
-        .map_err(|e| format!("{css}: {e}"))?
+        .map_err(|e| format!("{css}: {e}"))
+}
+
+async fn text_of(c: &Client, css: &str) -> Result<String, String> {
+    wait_for(c, css)
+        .await?
         .text()
         .await
         .map_err(|e| format!("{css} text: {e}"))
@@ -204,10 +213,10 @@ async fn story(c: &Client, app: &App) -> Check {
     )?;
     fill(c, "#secret", TOKEN).await?;
     click(c, "button[type=submit]").await?;
-    ensure(path_of(c).await? == "/admin", "signed in lands on /admin")?;
 
     // ⚠️ with its orphans.
     let row = text_of(c, &format!("tr[data-client='{}']", shop.id)).await?;
+    ensure(path_of(c).await? == "/admin", "signed in lands on /admin")?;
     ensure(
         row.contains("⚠️ Issues"),
         format!("shop should have issues: {row}"),
@@ -257,6 +266,7 @@ async fn story(c: &Client, app: &App) -> Check {
         .map_err(|e| e.to_string())?;
     fill(c, "input[name=linkSlug]", "spring").await?;
     click(c, "form.filters button[type=submit]").await?;
+    wait_for(c, "article.diagnosis ol.trace").await?;
     let page = text_of(c, "main").await?;
     ensure(
         page.contains("Conversions of this link and their traces"),
@@ -284,6 +294,7 @@ async fn story(c: &Client, app: &App) -> Check {
         ("/admin/events".to_string(), "08-events"),
     ] {
         c.goto(&app.url(&path)).await.map_err(|e| e.to_string())?;
+        wait_for(c, "main h1").await?;
         ensure(path_of(c).await? == path, format!("{path} shown"))?;
         shot(c, name).await?;
     }
@@ -297,6 +308,7 @@ async fn story(c: &Client, app: &App) -> Check {
         .await
         .map_err(|e| e.to_string())?;
     click(c, "table tbody tr td a").await?;
+    wait_for(c, "table#history").await?;
     let conversion = text_of(c, "main").await?;
     ensure(
         conversion.contains("Attribution trace") && conversion.contains("History"),
@@ -306,6 +318,7 @@ async fn story(c: &Client, app: &App) -> Check {
 
     // Log out: the dashboard is closed again.
     click(c, "form.logout button").await?;
+    wait_for(c, "#secret").await?;
     ensure(path_of(c).await?.starts_with("/admin/login"), "logged out")?;
     c.goto(&app.url("/admin"))
         .await

@@ -169,7 +169,10 @@ fn webhook_requests(path: String, events: Vec<Signed>) -> MakeRequest {
             .method(Method::POST)
             .uri(path.as_str())
             .header("content-type", "application/json; charset=utf-8")
-            .header("user-agent", "Stripe/1.0 (+https://stripe.com/docs/webhooks)")
+            .header(
+                "user-agent",
+                "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+            )
             .header("stripe-signature", e.signature.as_str())
             .body(Full::new(e.body.clone()))
             .ok()
@@ -200,11 +203,17 @@ pub async fn webhook(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow::
             warmup: sizes.warmup,
             measure: sizes.measure,
         };
-        let (r, p) =
-            with_peak_rss(&server, load::run(server.addr, plan, webhook_requests(path.clone(), events)))
-                .await;
+        let (r, p) = with_peak_rss(
+            &server,
+            load::run(server.addr, plan, webhook_requests(path.clone(), events)),
+        )
+        .await;
         peak = peak.max(p);
-        check_errors(report, &format!("salestrack webhooks, {conns} connections"), &r);
+        check_errors(
+            report,
+            &format!("salestrack webhooks, {conns} connections"),
+            &r,
+        );
         anyhow::ensure!(
             r.ok_2xx == r.completed,
             "webhooks answered other than 2xx: {} of {}",
@@ -250,7 +259,9 @@ pub async fn webhook(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow::
             baseline: base.map_or("-".into(), |b| format!("Node.js: {}", summary(b))),
             ratio: node_rate.map_or("-".into(), |n| ratio(r.per_second(), n)),
             target: "≥ 10,000/s and ≥ 3× Node.js".into(),
-            pass: Some(r.per_second() >= 10_000.0 && node_rate.is_none_or(|n| r.per_second() >= 3.0 * n)),
+            pass: Some(
+                r.per_second() >= 10_000.0 && node_rate.is_none_or(|n| r.per_second() >= 3.0 * n),
+            ),
         });
     }
     report.add(Figure {
@@ -295,8 +306,17 @@ async fn node_baseline(
             warmup: sizes.warmup,
             measure: sizes.measure,
         };
-        let r = load::run(server.addr, plan, webhook_requests(path.to_string(), events)).await;
-        check_errors(report, &format!("Node.js webhooks, {conns} connections"), &r);
+        let r = load::run(
+            server.addr,
+            plan,
+            webhook_requests(path.to_string(), events),
+        )
+        .await;
+        check_errors(
+            report,
+            &format!("Node.js webhooks, {conns} connections"),
+            &r,
+        );
         anyhow::ensure!(
             r.ok_2xx == r.completed,
             "Node.js answered other than 2xx: {} of {}",

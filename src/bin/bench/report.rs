@@ -79,7 +79,10 @@ impl Report {
                 std::thread::available_parallelism().map_or(0, |n| n.get()),
                 cpu_model()
             ),
-            format!("git: {}", command_output("git", &["rev-parse", "--short", "HEAD"])),
+            format!(
+                "git: {}",
+                command_output("git", &["rev-parse", "--short", "HEAD"])
+            ),
             format!("load average at start: {}", loadavg()),
         ];
         Self {
@@ -121,8 +124,7 @@ impl Report {
         let took = chrono::Utc::now() - self.started;
         self.header
             .push(format!("load average at end: {}", loadavg()));
-        self.header
-            .push(format!("took: {} s", took.num_seconds()));
+        self.header.push(format!("took: {} s", took.num_seconds()));
     }
 
     pub fn markdown(&self) -> String {

@@ -68,7 +68,11 @@ pub async fn start_salestrack(
     cmd.arg("serve-child")
         .arg(db_url)
         .arg(addr.to_string())
-        .arg(if click_writes { "writes" } else { "no-click-writes" });
+        .arg(if click_writes {
+            "writes"
+        } else {
+            "no-click-writes"
+        });
     spawn_and_wait(cmd, addr, log).await
 }
 
@@ -110,7 +114,10 @@ async fn spawn_and_wait(mut cmd: Command, addr: SocketAddr, log: &Path) -> anyho
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     server.stop();
-    bail!("the server did not listen within 60 s; see {}", log.display())
+    bail!(
+        "the server did not listen within 60 s; see {}",
+        log.display()
+    )
 }
 
 /// `bench serve-child DB_URL ADDR writes|no-click-writes`: what

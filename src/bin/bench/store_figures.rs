@@ -24,7 +24,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 async fn tracker(db_url: &str) -> anyhow::Result<Arc<Tracker>> {
     let store = salestrack::storage::connect(db_url).await?;
-    Ok(Arc::new(Tracker::new(store, DomainConfig::default()).await?))
+    Ok(Arc::new(
+        Tracker::new(store, DomainConfig::default()).await?,
+    ))
 }
 
 fn delivery(client_id: &str, e: &Signed) -> Delivery {
@@ -121,14 +123,19 @@ pub async fn attribution(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyh
             "   {clicks} clicks stored in {:.1} s",
             t.elapsed().as_secs_f64()
         );
-        costs.push((clicks, attribution_cost(&fx, samples, &format!("a{clicks}")).await?));
+        costs.push((
+            clicks,
+            attribution_cost(&fx, samples, &format!("a{clicks}")).await?,
+        ));
         cleanup(&db);
     }
     let (small_n, small) = &costs[0];
     let (large_n, large) = &costs[1];
     let r = large.attribute_us / small.attribute_us;
     report.add(Figure {
-        name: format!("attribution (the seven steps), {large_n} vs {small_n} stored clicks, median"),
+        name: format!(
+            "attribution (the seven steps), {large_n} vs {small_n} stored clicks, median"
+        ),
         value: format!("{:.0} µs", large.attribute_us),
         baseline: format!("{:.0} µs", small.attribute_us),
         ratio: format!("{r:.2}"),

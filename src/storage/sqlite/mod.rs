@@ -1,18 +1,23 @@
 //! SQLite store: the `Store` trait on sqlx with runtime-checked queries.
 //!
 //! WAL journal, `synchronous=FULL` (a returned commit is on disk),
-//! `busy_timeout`, foreign keys on. Booleans are INTEGER 0/1, times integer
-//! epoch milliseconds, enums their `as_str()` text, JSON values TEXT.
+//! `busy_timeout`, foreign keys on. Webhook deliveries and clicks go through
+//! a group commit (`writer.rs`); data derived from stored events (facts,
+//! aliases, conversions, their history, processing results) is written on a
+//! connection without an fsync of its own (see `SqliteStore::derived`).
+//! Booleans are INTEGER 0/1, times integer epoch milliseconds, enums their
+//! `as_str()` text, JSON values TEXT.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{ConnectOptions, Connection, QueryBuilder, Row, Sqlite};
 
 use super::{redact_url, Store, StoreError, StoreResult};
 use crate::domain::model::*;
@@ -20,6 +25,42 @@ use crate::domain::report::*;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Group commit of deliveries and clicks (`None` for an in-memory
+    /// database, which lives in the pool's one connection).
+    writer: Option<writer::Writer>,
+    /// The connection for derived data, `synchronous=NORMAL`: its commits
+    /// reach the disk with the next synced commit or checkpoint. What it
+    /// writes can be derived again from the durably stored events, which
+    /// stay `pending` until their processing result is written here (the
+    /// sweep retries them). Its lock also keeps it from waiting on the
+    /// writer inside SQLite.
+    derived: Option<Arc<tokio::sync::Mutex<SqliteConnection>>>,
+}
+
+/// A connection to write derived data on: the derived connection (locked)
+/// or, for an in-memory database, one from the pool.
+enum DerivedConn<'a> {
+    Derived(tokio::sync::MutexGuard<'a, SqliteConnection>),
+    Pooled(sqlx::pool::PoolConnection<Sqlite>),
+}
+
+impl std::ops::Deref for DerivedConn<'_> {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        match self {
+            Self::Derived(c) => c,
+            Self::Pooled(c) => c,
+        }
+    }
+}
+
+impl std::ops::DerefMut for DerivedConn<'_> {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        match self {
+            Self::Derived(c) => c,
+            Self::Pooled(c) => c,
+        }
+    }
 }
 
 // SQLite primary result codes (the low byte of an extended code) that mean
@@ -307,8 +348,40 @@ impl SqliteStore {
                 .max_connections(8)
                 .test_before_acquire(false)
         };
-        let pool = pool_options.connect_with(options).await.map_err(map_err)?;
-        Ok(Self { pool })
+        let pool = pool_options
+            .connect_with(options.clone())
+            .await
+            .map_err(map_err)?;
+        if in_memory {
+            return Ok(Self {
+                pool,
+                writer: None,
+                derived: None,
+            });
+        }
+        let derived = options
+            .clone()
+            .synchronous(SqliteSynchronous::Normal)
+            .connect()
+            .await
+            .map_err(map_err)?;
+        let derived = Arc::new(tokio::sync::Mutex::new(derived));
+        let writer = writer::Writer::start(&options, derived.clone()).await?;
+        Ok(Self {
+            pool,
+            writer: Some(writer),
+            derived: Some(derived),
+        })
+    }
+
+    /// Where derived data is written (see `SqliteStore::derived`).
+    async fn derived_conn(&self) -> StoreResult<DerivedConn<'_>> {
+        match &self.derived {
+            Some(conn) => Ok(DerivedConn::Derived(conn.lock().await)),
+            None => Ok(DerivedConn::Pooled(
+                self.pool.acquire().await.map_err(map_err)?,
+            )),
+        }
     }
 
     /// Applies the migrations in `migrations/sqlite`.
@@ -348,6 +421,37 @@ impl SqliteStore {
                 Ok(link)
             })
             .collect()
+    }
+
+    /// The insert `insert_event` does, on the pool (in-memory databases).
+    async fn insert_event_now(&self, event: &NewEvent) -> StoreResult<Option<i64>> {
+        sqlx::query_scalar(
+            "INSERT INTO webhook_events (dedup_key, stripe_event_id, event_type, account, \
+             livemode, api_version, endpoint, endpoint_client_id, source, received_at, headers, \
+             body, verification, verification_reason, client_id, client_method, processing) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             ON CONFLICT(dedup_key) DO NOTHING RETURNING id",
+        )
+        .bind(&event.dedup_key)
+        .bind(&event.stripe_event_id)
+        .bind(&event.event_type)
+        .bind(&event.account)
+        .bind(event.livemode)
+        .bind(&event.api_version)
+        .bind(&event.endpoint)
+        .bind(&event.endpoint_client_id)
+        .bind(source_str(event.source))
+        .bind(event.received_at)
+        .bind(&event.headers)
+        .bind(&event.body)
+        .bind(verification_str(event.verification))
+        .bind(event.verification_reason.map(|r| r.as_str()))
+        .bind(&event.client_id)
+        .bind(event.client_method.map(|m| m.as_str()))
+        .bind(event.processing.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(map_err)
     }
 
     async fn load_event_by_dedup_key(&self, key: &str) -> StoreResult<Option<StoredEvent>> {
@@ -646,6 +750,12 @@ impl Store for SqliteStore {
     // ---- clicks -------------------------------------------------------------
 
     async fn insert_click(&self, click: &Click) -> StoreResult<()> {
+        if let Some(writer) = &self.writer {
+            writer
+                .write(writer::Op::Click(Box::new(click.clone())))
+                .await?;
+            return Ok(());
+        }
         sqlx::query(
             "INSERT INTO clicks (id, link_id, client_id, at, visitor_id, referrer, \
              landing_url, user_agent, ip_hash, bot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -735,33 +845,16 @@ impl Store for SqliteStore {
 
     #[tracing::instrument(skip_all)]
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<InsertEvent> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO webhook_events (dedup_key, stripe_event_id, event_type, account, \
-             livemode, api_version, endpoint, endpoint_client_id, source, received_at, headers, \
-             body, verification, verification_reason, client_id, client_method, processing) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT(dedup_key) DO NOTHING RETURNING id",
-        )
-        .bind(&event.dedup_key)
-        .bind(&event.stripe_event_id)
-        .bind(&event.event_type)
-        .bind(&event.account)
-        .bind(event.livemode)
-        .bind(&event.api_version)
-        .bind(&event.endpoint)
-        .bind(&event.endpoint_client_id)
-        .bind(source_str(event.source))
-        .bind(event.received_at)
-        .bind(&event.headers)
-        .bind(&event.body)
-        .bind(verification_str(event.verification))
-        .bind(event.verification_reason.map(|r| r.as_str()))
-        .bind(&event.client_id)
-        .bind(event.client_method.map(|m| m.as_str()))
-        .bind(event.processing.as_str())
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(map_err)?;
+        let id = match &self.writer {
+            Some(writer) => match writer
+                .write(writer::Op::Event(Box::new(event.clone())))
+                .await?
+            {
+                writer::Done::Event(id) => id,
+                writer::Done::Click => None,
+            },
+            None => self.insert_event_now(event).await?,
+        };
         if let Some(id) = id {
             return Ok(InsertEvent::Inserted(id));
         }
@@ -788,12 +881,11 @@ impl Store for SqliteStore {
             .map(event_from_row)
             .transpose()
     }
-
     async fn record_delivery(&self, id: i64) -> StoreResult<()> {
         let done =
             sqlx::query("UPDATE webhook_events SET deliveries = deliveries + 1 WHERE id = ?")
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *self.derived_conn().await?)
                 .await
                 .map_err(map_err)?;
         not_found_unless_one(done.rows_affected())
@@ -835,7 +927,7 @@ impl Store for SqliteStore {
         )
         .bind(reason.as_str())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.derived_conn().await?)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -859,7 +951,7 @@ impl Store for SqliteStore {
         .bind(client.map(|(_, m)| m.as_str()))
         .bind(now_millis())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.derived_conn().await?)
         .await
         .map_err(map_err)?;
         not_found_unless_one(done.rows_affected())
@@ -937,7 +1029,7 @@ impl Store for SqliteStore {
         .bind(fact.livemode)
         .bind(fact.client_method.as_str())
         .bind(body)
-        .execute(&self.pool)
+        .execute(&mut *self.derived_conn().await?)
         .await
         .map_err(map_err)?;
         Ok(())
@@ -981,11 +1073,8 @@ impl Store for SqliteStore {
             // existing mapping of it.
             return Ok(());
         }
-        let mut tx = self
-            .pool
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
+        let mut conn = self.derived_conn().await?;
+        let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
         sqlx::query(
             "INSERT INTO purchase_aliases (client_id, alias, purchase_key) VALUES (?, ?, ?) \
              ON CONFLICT(client_id, alias) DO UPDATE SET purchase_key = excluded.purchase_key",
@@ -1055,7 +1144,7 @@ impl Store for SqliteStore {
     async fn save_conversion(&self, c: &Conversion) -> StoreResult<()> {
         let trace = serde_json::to_string(&c.trace)
             .map_err(|e| StoreError::Corrupt(format!("conversion trace: {e}")))?;
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO conversions (id, client_id, purchase_key, link_id, click_id, customer, \
              email, subscription, amount, currency, net_amount, purchased_at, kind, livemode, \
              verified, status, method, client_method, trace, created_at, updated_at) \
@@ -1092,10 +1181,15 @@ impl Store for SqliteStore {
         .bind(c.client_method.as_str())
         .bind(trace)
         .bind(c.created_at)
-        .bind(c.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .bind(c.updated_at);
+        // A human decision cannot be derived again: commit it synced.
+        if c.method == Some(Method::Manual) {
+            q.execute(&self.pool).await.map_err(map_err)?;
+        } else {
+            q.execute(&mut *self.derived_conn().await?)
+                .await
+                .map_err(map_err)?;
+        }
         Ok(())
     }
 
@@ -1110,7 +1204,7 @@ impl Store for SqliteStore {
                 .bind(into_id)
                 .bind(now_millis())
                 .bind(from_id)
-                .execute(&self.pool)
+                .execute(&mut *self.derived_conn().await?)
                 .await
                 .map_err(map_err)?;
         not_found_unless_one(done.rows_affected())
@@ -1124,7 +1218,7 @@ impl Store for SqliteStore {
         .bind(purchase_key)
         .bind(now_millis())
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *self.derived_conn().await?)
         .await
         .map_err(map_err)?;
         not_found_unless_one(done.rows_affected())
@@ -1226,7 +1320,7 @@ impl Store for SqliteStore {
     }
 
     async fn add_history(&self, entry: &NewHistoryEntry) -> StoreResult<()> {
-        sqlx::query(
+        let q = sqlx::query(
             "INSERT INTO attribution_history (conversion_id, at, actor, from_link_id, \
              to_link_id, from_method, to_method, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
@@ -1237,10 +1331,15 @@ impl Store for SqliteStore {
         .bind(&entry.to_link_id)
         .bind(entry.from_method.map(|m| m.as_str()))
         .bind(entry.to_method.map(|m| m.as_str()))
-        .bind(&entry.reason)
-        .execute(&self.pool)
-        .await
-        .map_err(map_err)?;
+        .bind(&entry.reason);
+        // A human decision cannot be derived again: commit it synced.
+        if entry.to_method == Some(Method::Manual) {
+            q.execute(&self.pool).await.map_err(map_err)?;
+        } else {
+            q.execute(&mut *self.derived_conn().await?)
+                .await
+                .map_err(map_err)?;
+        }
         Ok(())
     }
 
@@ -1344,3 +1443,4 @@ impl Store for SqliteStore {
 mod reports;
 #[cfg(test)]
 mod tests;
+mod writer;

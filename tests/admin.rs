@@ -309,7 +309,10 @@ async fn statuses_show_their_icon_and_reason_in_words() {
         assert!(page.body.contains("2 orphans"), "{path}");
         assert!(page.body.contains("❌ Not Working"), "{path}");
         assert!(page.body.contains("no webhook secret configured"), "{path}");
-        assert!(page.body.contains("no events received yet"), "{path}");
+        assert!(
+            page.body.contains("no webhook events received yet"),
+            "{path}"
+        );
     }
     let overview = s.app.get(Some(&session), "/admin").await.body;
     assert!(overview.contains("id=\"orphan-count\">2<"), "orphan count");

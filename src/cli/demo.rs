@@ -128,7 +128,8 @@ impl Story {
                 signature: Some(signature),
                 headers: vec![("content-type".into(), "application/json".into())],
                 body,
-                received_at: self.now * 1000,
+                // One millisecond apart, in the order they were sent.
+                received_at: self.now * 1000 + i64::from(self.seq),
             })
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
@@ -319,6 +320,24 @@ async fn populate(tracker: &Arc<Tracker>) -> anyhow::Result<()> {
             ),
         )
         .await?;
+    // A failed signature (an old secret), held out of every total; the
+    // sales after it verify, so the client shows ⚠️ rather than ❌.
+    story
+        .send(
+            &a,
+            "whsec_demo_rotated_out_0000",
+            "payment_intent.succeeded",
+            now - 3600,
+            payment_intent(
+                "pi_demo_forged",
+                99900,
+                "usd",
+                "cus_demo_x",
+                "x@lowbackability.com",
+                json!({"link_slug": "flexus1"}),
+            ),
+        )
+        .await?;
     // 2. link slug — metadata link_slug set at checkout; later partly refunded.
     story
         .send(
@@ -462,23 +481,6 @@ async fn populate(tracker: &Arc<Tracker>) -> anyhow::Result<()> {
                 "cus_demo_ren",
                 "ren@example.jp",
                 json!({}),
-            ),
-        )
-        .await?;
-    // A failed signature: signed with an old secret, held out of every total.
-    story
-        .send(
-            &a,
-            "whsec_demo_rotated_out_0000",
-            "payment_intent.succeeded",
-            now - 3600,
-            payment_intent(
-                "pi_demo_forged",
-                99900,
-                "usd",
-                "cus_demo_x",
-                "x@lowbackability.com",
-                json!({"link_slug": "flexus1"}),
             ),
         )
         .await?;

@@ -106,8 +106,8 @@ pub fn normalize_domain(raw: &str) -> String {
     d.strip_prefix("www.").unwrap_or(d).to_string()
 }
 
-/// What `add_client` needs.
-#[derive(Debug, Clone, Default)]
+/// What `add_client` needs. No `Debug`: it holds secrets.
+#[derive(Clone, Default)]
 pub struct ClientIn {
     pub name: String,
     pub domain: Option<String>,

@@ -12,7 +12,7 @@ pub fn now_millis() -> Millis {
     chrono::Utc::now().timestamp_millis()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct Client {
     pub id: String,
     pub name: String,
@@ -23,6 +23,39 @@ pub struct Client {
     pub stripe_api_key: Option<String>,
     pub settings: AttributionSettings,
     pub created_at: Millis,
+}
+
+/// The API key is a secret: `Debug` shows only its last four characters.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("domain", &self.domain)
+            .field("stripe_account", &self.stripe_account)
+            .field(
+                "stripe_api_key",
+                &self.stripe_api_key.as_deref().map(mask_secret),
+            )
+            .field("settings", &self.settings)
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewClient")
+            .field("name", &self.name)
+            .field("domain", &self.domain)
+            .field("stripe_account", &self.stripe_account)
+            .field(
+                "stripe_api_key",
+                &self.stripe_api_key.as_deref().map(mask_secret),
+            )
+            .field("settings", &self.settings)
+            .finish()
+    }
 }
 
 /// Per-client knobs of layer 2.
@@ -43,7 +76,7 @@ impl Default for AttributionSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct NewClient {
     pub name: String,
     pub domain: Option<String>,
@@ -558,4 +591,27 @@ pub struct NewHistoryEntry {
     pub from_method: Option<Method>,
     pub to_method: Option<Method>,
     pub reason: String,
+}
+
+#[cfg(test)]
+mod secret_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_shows_a_full_secret() {
+        let client = Client {
+            id: "cli_1".into(),
+            name: "Shop".into(),
+            domain: None,
+            stripe_account: None,
+            stripe_api_key: Some("rk_live_supersecretvalue1234".into()),
+            settings: AttributionSettings::default(),
+            created_at: 0,
+        };
+        let shown = format!("{client:?}");
+        assert!(!shown.contains("supersecret"), "{shown}");
+        assert!(shown.contains("1234"));
+        let secret = WebhookSecret::new("whsec_abcdefghijkl9876");
+        assert_eq!(format!("{secret:?}"), "WebhookSecret(…9876)");
+    }
 }

@@ -9,6 +9,8 @@ use super::model::Millis;
 pub struct ClientActivity {
     pub client_id: String,
     pub secrets: i64,
+    /// Last webhook delivered by Stripe (events fetched by reconciliation do
+    /// not count: they would hide a broken endpoint).
     pub last_event_at: Option<Millis>,
     pub last_verified_event_at: Option<Millis>,
     pub events_24h: i64,

@@ -68,9 +68,12 @@ pub fn assess(a: &ClientActivity, now: Millis) -> TrackingStatus {
         not_working.push("no webhook secret configured".to_string());
     }
     match a.last_event_at {
-        None => not_working.push("no events received yet".to_string()),
+        None => not_working.push("no webhook events received yet".to_string()),
         Some(last) if now - last > QUIET_DAYS * DAY_MS => {
-            issues.push(format!("no events for {} days", (now - last) / DAY_MS));
+            issues.push(format!(
+                "no webhook events for {} days",
+                (now - last) / DAY_MS
+            ));
         }
         Some(_) => {}
     }
@@ -173,7 +176,10 @@ mod tests {
             NOW,
         );
         assert_eq!(s.level, StatusLevel::NotWorking);
-        assert_eq!(s.reasons, vec!["no events received yet".to_string()]);
+        assert_eq!(
+            s.reasons,
+            vec!["no webhook events received yet".to_string()]
+        );
     }
 
     #[test]
@@ -208,7 +214,7 @@ mod tests {
             NOW,
         );
         assert_eq!(s.level, StatusLevel::Issues);
-        assert_eq!(s.reasons, vec!["no events for 9 days".to_string()]);
+        assert_eq!(s.reasons, vec!["no webhook events for 9 days".to_string()]);
     }
 
     #[test]

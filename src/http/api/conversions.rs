@@ -4,13 +4,13 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use chrono::{NaiveDate, TimeZone, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::dto::{ConversionDetailOut, ConversionList, ConversionOut, ErrorOut};
 use super::extract::{AdminBearer, ApiPath, ApiQuery};
-use crate::domain::model::{ConversionFilter, ConversionStatus, Millis};
+use crate::domain::export::parse_date_bound;
+use crate::domain::model::{ConversionFilter, ConversionStatus};
 use crate::domain::{DomainError, Tracker};
 use crate::error::AppError;
 use crate::http::AppState;
@@ -39,7 +39,7 @@ pub struct ConversionQuery {
     pub mode: Option<String>,
     /// Purchased at or after: RFC 3339 or `YYYY-MM-DD` (UTC).
     pub from: Option<String>,
-    /// Purchased before: RFC 3339, or `YYYY-MM-DD` to include that whole day (UTC).
+    /// Purchased before (exclusive): RFC 3339, or `YYYY-MM-DD` (midnight UTC of that day).
     pub to: Option<String>,
     /// At most this many, newest first (default 100, at most 10000).
     pub limit: Option<i64>,
@@ -51,26 +51,6 @@ fn invalid(message: impl Into<String>) -> AppError {
 
 fn nonempty(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|s| !s.is_empty())
-}
-
-/// A time bound: RFC 3339, or a UTC date (a `to` date includes its day).
-pub fn parse_time(name: &str, raw: &str, end_of_day: bool) -> Result<Millis, AppError> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(raw) {
-        return Ok(t.timestamp_millis());
-    }
-    let date = NaiveDate::parse_from_str(raw, "%Y-%m-%d").map_err(|_| {
-        invalid(format!(
-            "`{name}` must be RFC 3339 (2026-03-01T00:00:00Z) or a date (2026-03-01)"
-        ))
-    })?;
-    let date = if end_of_day {
-        date.succ_opt()
-            .ok_or_else(|| invalid(format!("`{name}` is out of range")))?
-    } else {
-        date
-    };
-    let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-    Ok(Utc.from_utc_datetime(&midnight).timestamp_millis())
 }
 
 async fn link_id(tracker: &Tracker, client: Option<&str>, link: &str) -> Result<String, AppError> {
@@ -117,10 +97,10 @@ pub async fn filter_of(
         Some(_) => return Err(invalid("`mode` is live, test or all")),
     };
     let from = nonempty(&q.from)
-        .map(|f| parse_time("from", f, false))
+        .map(|f| parse_date_bound(f).map_err(AppError::from))
         .transpose()?;
     let to = nonempty(&q.to)
-        .map(|t| parse_time("to", t, true))
+        .map(|t| parse_date_bound(t).map_err(AppError::from))
         .transpose()?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -193,26 +173,4 @@ pub async fn get_conversion(
         &diagnosis,
         &state.tracker.config().public_url,
     )))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dates_and_instants_are_read_in_utc() {
-        assert_eq!(
-            parse_time("from", "2026-03-01", false).unwrap(),
-            1_772_323_200_000
-        );
-        assert_eq!(
-            parse_time("to", "2026-03-01", true).unwrap(),
-            1_772_323_200_000 + 86_400_000
-        );
-        assert_eq!(
-            parse_time("from", "2026-03-01T01:00:00+01:00", false).unwrap(),
-            1_772_323_200_000
-        );
-        assert!(parse_time("from", "yesterday", false).is_err());
-    }
 }

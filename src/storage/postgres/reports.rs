@@ -20,8 +20,8 @@ pub(super) async fn client_activity(
     let rows = sqlx::query(
         "SELECT c.id AS client_id,
            (SELECT COUNT(*) FROM webhook_secrets s WHERE s.client_id = c.id AND s.active) AS secrets,
-           (SELECT MAX(received_at) FROM webhook_events e WHERE e.client_id = c.id OR e.endpoint_client_id = c.id) AS last_event_at,
-           (SELECT MAX(received_at) FROM webhook_events e WHERE e.client_id = c.id AND e.verification = 'verified') AS last_verified_event_at,
+           (SELECT MAX(received_at) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.source = 'push') AS last_event_at,
+           (SELECT MAX(received_at) FROM webhook_events e WHERE e.client_id = c.id AND e.verification = 'verified' AND e.source = 'push') AS last_verified_event_at,
            (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.received_at >= $1) AS events_24h,
            (SELECT COUNT(*) FROM webhook_events e WHERE (e.client_id = c.id OR e.endpoint_client_id = c.id) AND e.received_at >= $2) AS events_7d,
            (SELECT COUNT(*) FROM conversions v WHERE v.client_id = c.id AND v.merged_into IS NULL AND v.verified AND v.created_at >= $1) AS conversions_24h,

@@ -87,7 +87,8 @@ pub trait Store: Send + Sync + 'static {
     }
 
     /// A whole-run lock for a background job (`"sweep"`): `None` when another
-    /// instance is running it right now. Never waits.
+    /// instance is running it right now (never waits for one). Within one
+    /// instance a second taker waits for the first run to end.
     async fn try_lock_job(&self, _job: &str) -> StoreResult<Option<StoreLock>> {
         Ok(Some(StoreLock::noop()))
     }

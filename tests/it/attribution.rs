@@ -202,7 +202,7 @@ async fn shop(app: &TestApp) -> Client {
 
 #[tokio::test]
 async fn a_click_id_passed_as_client_reference_id_of_a_paid_checkout_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let b = app.add_link(&shop, "b").await;
@@ -232,7 +232,7 @@ async fn a_click_id_passed_as_client_reference_id_of_a_paid_checkout_decides() {
 
 #[tokio::test]
 async fn a_click_id_in_metadata_salestrack_click_id_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let b = app.add_link(&shop, "b").await;
@@ -255,7 +255,7 @@ async fn a_click_id_in_metadata_salestrack_click_id_decides() {
 
 #[tokio::test]
 async fn a_bot_click_id_does_not_count() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let b = app.add_link(&shop, "b").await;
@@ -280,7 +280,7 @@ async fn a_bot_click_id_does_not_count() {
 
 #[tokio::test]
 async fn a_click_id_of_another_client_does_not_count() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let other = app.add_client("Other", Some(OTHER_SECRET)).await;
     app.add_link(&shop, "mine").await;
@@ -317,7 +317,7 @@ async fn a_click_id_of_another_client_does_not_count() {
 
 #[tokio::test]
 async fn metadata_link_slug_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.add_link(&shop, "spring-sale").await;
     let other = app.add_link(&shop, "other").await;
@@ -339,7 +339,7 @@ async fn metadata_link_slug_decides() {
 
 #[tokio::test]
 async fn metadata_ref_decides_as_a_link_slug() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.add_link(&shop, "flexus1").await;
     let other = app.add_link(&shop, "other").await;
@@ -360,7 +360,7 @@ async fn metadata_ref_decides_as_a_link_slug() {
 
 #[tokio::test]
 async fn a_link_slug_of_another_client_does_not_count() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let other = app.add_client("Other", Some(OTHER_SECRET)).await;
     app.add_link(&other, "theirs").await;
@@ -389,7 +389,7 @@ async fn a_link_slug_of_another_client_does_not_count() {
 
 #[tokio::test]
 async fn a_promotion_code_that_belongs_to_a_link_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     add_link_with_promo(&app, &shop, "creator", &["promo_ABC"]).await;
     let other = app.add_link(&shop, "other").await;
@@ -416,7 +416,7 @@ async fn a_promotion_code_that_belongs_to_a_link_decides() {
 
 #[tokio::test]
 async fn a_customer_facing_promotion_code_of_an_expanded_discount_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     add_link_with_promo(&app, &shop, "creator", &["FLEXUS10"]).await;
 
@@ -440,7 +440,7 @@ async fn a_customer_facing_promotion_code_of_an_expanded_discount_decides() {
 
 #[tokio::test]
 async fn a_promotion_code_of_no_link_is_traced_and_falls_through() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     add_link_with_promo(&app, &shop, "creator", &["promo_ABC"]).await;
 
@@ -469,7 +469,7 @@ async fn a_promotion_code_of_no_link_is_traced_and_falls_through() {
 
 #[tokio::test]
 async fn a_second_sale_of_the_same_customer_keeps_the_link_of_the_first() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.add_link(&shop, "first-link").await;
     let b = app.add_link(&shop, "newer-click").await;
@@ -502,7 +502,7 @@ async fn a_second_sale_of_the_same_customer_keeps_the_link_of_the_first() {
 
 #[tokio::test]
 async fn customer_history_also_matches_by_email() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.add_link(&shop, "first-link").await;
     let now = now_s();
@@ -530,7 +530,7 @@ async fn customer_history_also_matches_by_email() {
 
 #[tokio::test]
 async fn the_latest_human_click_of_the_client_within_60_days_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let other = app.add_client("Other", Some(OTHER_SECRET)).await;
     let older = app.add_link(&shop, "older").await;
@@ -551,7 +551,7 @@ async fn the_latest_human_click_of_the_client_within_60_days_decides() {
 
 #[tokio::test]
 async fn a_click_75_days_before_decides_by_the_fallback_window() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let now = now_s();
@@ -563,7 +563,7 @@ async fn a_click_75_days_before_decides_by_the_fallback_window() {
 
 #[tokio::test]
 async fn a_click_200_days_before_decides_by_the_any_time_step() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let now = now_s();
@@ -575,7 +575,7 @@ async fn a_click_200_days_before_decides_by_the_any_time_step() {
 
 #[tokio::test]
 async fn with_the_any_time_step_off_a_click_200_days_before_leaves_an_orphan() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.tracker
         .update_settings(
@@ -615,7 +615,7 @@ async fn with_the_any_time_step_off_a_click_200_days_before_leaves_an_orphan() {
 
 #[tokio::test]
 async fn custom_windows_change_which_step_decides() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let now = now_s();
@@ -658,7 +658,7 @@ async fn custom_windows_change_which_step_decides() {
 
 #[tokio::test]
 async fn a_click_10_minutes_after_the_purchase_fixes_the_orphan_at_once_by_autofix() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "late").await;
     let purchased = now_s() - 3600;
@@ -676,7 +676,7 @@ async fn a_click_10_minutes_after_the_purchase_fixes_the_orphan_at_once_by_autof
 
 #[tokio::test]
 async fn a_click_20_minutes_after_the_purchase_does_not_fix_the_orphan() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "late").await;
     let purchased = now_s() - 3600;
@@ -693,7 +693,7 @@ async fn a_click_20_minutes_after_the_purchase_does_not_fix_the_orphan() {
 
 #[tokio::test]
 async fn a_late_bot_click_does_not_fix_the_orphan() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "late").await;
     let purchased = now_s() - 3600;
@@ -708,7 +708,7 @@ async fn a_late_bot_click_does_not_fix_the_orphan() {
 
 #[tokio::test]
 async fn a_later_event_with_stronger_evidence_moves_the_sale_and_records_it() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let clicked = app.add_link(&shop, "clicked").await;
     let named = app.add_link(&shop, "named").await;
@@ -752,7 +752,7 @@ async fn a_later_event_with_stronger_evidence_moves_the_sale_and_records_it() {
 
 #[tokio::test]
 async fn a_later_event_with_weaker_evidence_never_replaces_a_stronger_method() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let named = app.add_link(&shop, "named").await;
     let promo = add_link_with_promo(&app, &shop, "promo", &["promo_WEAK"]).await;
@@ -813,7 +813,7 @@ async fn a_later_event_with_weaker_evidence_never_replaces_a_stronger_method() {
 
 #[tokio::test]
 async fn an_equally_strong_later_click_does_not_move_an_attributed_sale() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "first").await;
     let b = app.add_link(&shop, "second").await;
@@ -842,7 +842,7 @@ async fn an_equally_strong_later_click_does_not_move_an_attributed_sale() {
 
 #[tokio::test]
 async fn a_manual_choice_is_never_replaced_by_a_later_automatic_attribution() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let auto = app.add_link(&shop, "auto").await;
     let chosen = app.add_link(&shop, "chosen").await;
@@ -897,7 +897,7 @@ async fn a_manual_choice_is_never_replaced_by_a_later_automatic_attribution() {
 
 #[tokio::test]
 async fn a_manual_link_of_another_client_is_refused() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let other = app.add_client("Other", Some(OTHER_SECRET)).await;
     let theirs = app.add_link(&other, "theirs").await;
@@ -916,7 +916,7 @@ async fn a_manual_link_of_another_client_is_refused() {
 
 #[tokio::test]
 async fn a_sale_with_no_link_at_all_still_makes_an_orphan_conversion() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
 
     let c = sell(&app, &shop, "pi_orphan", "cus_1", now_s(), json!({})).await;
@@ -949,7 +949,7 @@ async fn a_sale_with_no_link_at_all_still_makes_an_orphan_conversion() {
 
 #[tokio::test]
 async fn the_same_payment_described_by_three_events_is_one_conversion() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.add_link(&shop, "s").await;
     let now = now_s();
@@ -998,7 +998,7 @@ async fn the_same_payment_described_by_three_events_is_one_conversion() {
 
 #[tokio::test]
 async fn a_stripe_payment_link_click_attributes_its_sale_by_click_id() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.tracker
         .add_link(LinkIn {
@@ -1053,7 +1053,7 @@ async fn a_stripe_payment_link_click_attributes_its_sale_by_click_id() {
 
 #[tokio::test]
 async fn a_beacon_click_id_passed_as_metadata_attributes_its_sale() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app
         .add_client_with(salestrack::domain::client::ClientIn {
             name: "Shop".into(),
@@ -1094,7 +1094,7 @@ async fn a_beacon_click_id_passed_as_metadata_attributes_its_sale() {
 
 #[tokio::test]
 async fn a_subscription_checkout_with_a_click_id_attributes_its_first_invoice() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     let a = app.add_link(&shop, "a").await;
     let b = app.add_link(&shop, "b").await;
@@ -1150,7 +1150,7 @@ async fn the_order_of_the_events_of_one_payment_does_not_change_its_attribution(
     // The checkout session names a slug that is no link; its payment intent
     // names a real one. Whatever the order, the real link decides.
     for session_first in [true, false] {
-        let app = spawn_app().await;
+        let app = spawn_app!();
         let shop = shop(&app).await;
         app.add_link(&shop, "real").await;
         let clicked = app.add_link(&shop, "clicked").await;
@@ -1188,7 +1188,7 @@ async fn the_order_of_the_events_of_one_payment_does_not_change_its_attribution(
 
 #[tokio::test]
 async fn a_forged_sale_never_lends_its_link_to_a_real_sale_of_the_same_customer() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop(&app).await;
     app.add_link(&shop, "attacker").await;
     let now = now_s();

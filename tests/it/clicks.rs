@@ -115,7 +115,7 @@ async fn beacon(app: &TestApp, origin: Option<&str>, body: Value) -> reqwest::Re
 
 #[tokio::test]
 async fn a_redirect_answers_302_to_the_destination_with_ref_and_the_click_id() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = link_to(
         &app,
@@ -162,7 +162,7 @@ async fn a_redirect_answers_302_to_the_destination_with_ref_and_the_click_id() {
 
 #[tokio::test]
 async fn a_redirect_sets_an_http_only_visitor_cookie_and_stores_its_id_with_the_click() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = app.add_link(&shop, "s1").await;
 
@@ -179,7 +179,7 @@ async fn a_redirect_sets_an_http_only_visitor_cookie_and_stores_its_id_with_the_
 
 #[tokio::test]
 async fn a_returning_visitor_keeps_the_same_visitor_id() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = app.add_link(&shop, "s1").await;
 
@@ -211,7 +211,7 @@ async fn a_returning_visitor_keeps_the_same_visitor_id() {
 
 #[tokio::test]
 async fn a_forged_visitor_cookie_is_replaced_by_a_fresh_id() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = app.add_link(&shop, "s1").await;
 
@@ -232,7 +232,7 @@ async fn a_forged_visitor_cookie_is_replaced_by_a_fresh_id() {
 
 #[tokio::test]
 async fn the_raw_ip_is_never_stored_only_a_hash() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = app.add_link(&shop, "s1").await;
     get(&app, "/r/s1").await;
@@ -245,7 +245,7 @@ async fn the_raw_ip_is_never_stored_only_a_hash() {
 
 #[tokio::test]
 async fn a_client_qualified_redirect_picks_that_clients_link_when_two_clients_share_a_slug() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let alpha = app.add_client("Alpha", None).await;
     let beta = app.add_client("Beta", None).await;
     let a = link_to(&app, &alpha, "promo", "https://alpha.example/a").await;
@@ -291,7 +291,7 @@ async fn a_client_qualified_redirect_picks_that_clients_link_when_two_clients_sh
 
 #[tokio::test]
 async fn a_stripe_payment_link_destination_gets_the_click_id_as_client_reference_id() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = link_to(
         &app,
@@ -318,7 +318,7 @@ async fn a_stripe_payment_link_destination_gets_the_click_id_as_client_reference
 
 #[tokio::test]
 async fn an_unknown_slug_is_a_404_page_and_records_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     app.add_link(&shop, "real").await;
 
@@ -336,7 +336,7 @@ async fn an_unknown_slug_is_a_404_page_and_records_nothing() {
 
 #[tokio::test]
 async fn injection_shaped_slugs_are_404_record_nothing_and_do_not_crash_the_server() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     app.add_link(&shop, "real").await;
 
@@ -379,7 +379,7 @@ async fn injection_shaped_slugs_are_404_record_nothing_and_do_not_crash_the_serv
 
 #[tokio::test]
 async fn bot_and_link_preview_clicks_are_stored_with_the_bot_flag() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", None).await;
     let link = app.add_link(&shop, "s1").await;
 
@@ -428,7 +428,7 @@ async fn bot_and_link_preview_clicks_are_stored_with_the_bot_flag() {
 
 #[tokio::test]
 async fn a_bot_click_is_stored_but_never_attributed() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let secret = "whsec_bot_click_test";
     let shop = app.add_client("Shop", Some(secret)).await;
     let link = app.add_link(&shop, "s1").await;
@@ -472,7 +472,7 @@ async fn a_bot_click_is_stored_but_never_attributed() {
 
 #[tokio::test]
 async fn the_click_beacon_records_a_click_and_answers_its_id() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop_with_domain(&app, "Shop", "shop.com").await;
     let link = app.add_link(&shop, "flexus1").await;
 
@@ -507,7 +507,7 @@ async fn the_click_beacon_records_a_click_and_answers_its_id() {
 
 #[tokio::test]
 async fn the_beacon_allows_cors_from_the_clients_own_domain() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop_with_domain(&app, "Shop", "shop.com").await;
     app.add_link(&shop, "flexus1").await;
 
@@ -525,7 +525,7 @@ async fn the_beacon_allows_cors_from_the_clients_own_domain() {
 
 #[tokio::test]
 async fn the_beacon_gives_no_cors_grant_to_another_origin() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop_with_domain(&app, "Shop", "shop.com").await;
     app.add_link(&shop, "flexus1").await;
 
@@ -545,7 +545,7 @@ async fn the_beacon_gives_no_cors_grant_to_another_origin() {
 
 #[tokio::test]
 async fn the_beacon_preflight_from_the_clients_domain_is_204_with_cors() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop_with_domain(&app, "Shop", "shop.com").await;
     app.add_link(&shop, "flexus1").await;
 
@@ -591,7 +591,7 @@ async fn the_beacon_preflight_from_the_clients_domain_is_204_with_cors() {
 
 #[tokio::test]
 async fn malformed_beacon_json_is_a_400_json_error_and_records_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop_with_domain(&app, "Shop", "shop.com").await;
     app.add_link(&shop, "flexus1").await;
 
@@ -626,7 +626,7 @@ async fn malformed_beacon_json_is_a_400_json_error_and_records_nothing() {
 
 #[tokio::test]
 async fn a_beacon_for_an_unknown_ref_is_404_and_records_nothing() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = shop_with_domain(&app, "Shop", "shop.com").await;
     app.add_link(&shop, "flexus1").await;
 
@@ -641,7 +641,7 @@ async fn a_beacon_for_an_unknown_ref_is_404_and_records_nothing() {
 
 #[tokio::test]
 async fn the_beacon_picks_the_link_of_the_client_whose_domain_sent_it() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let alpha = shop_with_domain(&app, "Alpha", "alpha.com").await;
     let beta = shop_with_domain(&app, "Beta", "beta.com").await;
     let a = app.add_link(&alpha, "promo").await;
@@ -657,7 +657,7 @@ async fn the_beacon_picks_the_link_of_the_client_whose_domain_sent_it() {
 
 #[tokio::test]
 async fn the_snippet_is_javascript_that_posts_to_the_beacon() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let resp = app
         .http
         .get(format!("{}/t.js", app.base))
@@ -687,7 +687,7 @@ async fn the_snippet_is_javascript_that_posts_to_the_beacon() {
 
 #[tokio::test]
 async fn health_and_readiness_answer_200() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let health = app
         .http
         .get(format!("{}/healthz", app.base))

@@ -71,7 +71,7 @@ async fn event_of(app: &TestApp, stripe_id: &str) -> StoredEvent {
 
 #[tokio::test]
 async fn the_sweep_fixes_orphans_whose_link_was_added_later_and_records_autofix_in_the_history() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", Some(SECRET)).await;
     let now = now_s();
     let by_slug = sell(
@@ -144,7 +144,7 @@ async fn the_sweep_fixes_orphans_whose_link_was_added_later_and_records_autofix_
 
 #[tokio::test]
 async fn a_click_beacon_that_arrives_after_the_webhook_lets_the_sweep_fix_the_orphan() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app
         .add_client_with(salestrack::domain::client::ClientIn {
             name: "Shop".into(),
@@ -206,7 +206,7 @@ async fn a_click_beacon_that_arrives_after_the_webhook_lets_the_sweep_fix_the_or
 
 #[tokio::test]
 async fn autofix_reports_fixed_and_remaining_with_the_reason_for_each_orphan() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", Some(SECRET)).await;
     let other = app
         .add_client("Other", Some("whsec_sweep_other_00002"))
@@ -286,7 +286,7 @@ async fn autofix_reports_fixed_and_remaining_with_the_reason_for_each_orphan() {
 
 #[tokio::test]
 async fn an_event_that_arrived_before_any_client_existed_is_processed_by_the_sweep() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let stripe_id = new_id("evt");
     let body = event(
         &stripe_id,
@@ -337,7 +337,7 @@ async fn an_event_that_arrived_before_any_client_existed_is_processed_by_the_swe
 
 #[tokio::test]
 async fn a_failing_event_stays_failed_and_is_retried_at_most_max_attempts_times() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", Some(SECRET)).await;
     let stripe_id = new_id("evt");
     let mut object = payment_intent("pi_broken", "cus_1", json!({}));
@@ -399,8 +399,7 @@ async fn a_failing_event_stays_failed_and_is_retried_at_most_max_attempts_times(
 
 #[tokio::test]
 async fn the_background_sweep_of_serve_fixes_orphans_without_being_asked() {
-    let dir = tempfile::tempdir().unwrap();
-    let url = format!("sqlite://{}", dir.path().join("bg.db").display());
+    let (_db, url) = fresh_database!();
     let store = salestrack::storage::connect(&url).await.unwrap();
     let tracker = Arc::new(Tracker::new(store, DomainConfig::default()).await.unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -477,7 +476,7 @@ async fn the_background_sweep_of_serve_fixes_orphans_without_being_asked() {
 
 #[tokio::test]
 async fn two_sweeps_at_once_fix_each_orphan_once() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app.add_client("Shop", Some(SECRET)).await;
     let now = now_s();
     let mut ids = Vec::new();

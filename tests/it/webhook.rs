@@ -100,7 +100,7 @@ fn only_event(events: &[StoredEvent]) -> &StoredEvent {
 
 #[tokio::test]
 async fn a_verified_delivery_on_the_client_url_is_accepted_and_stored_as_verified() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
 
@@ -140,7 +140,7 @@ async fn a_verified_delivery_on_the_client_url_is_accepted_and_stored_as_verifie
 
 #[tokio::test]
 async fn the_shared_url_finds_the_client_whose_secret_verifies_including_a_rotated_secret() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let _nosecret = app.add_client("no-secret", None).await;
     let a = app.add_client("alpha", Some(SECRET_A)).await;
     let b = app.add_client("bravo", Some(SECRET_B)).await;
@@ -212,7 +212,7 @@ async fn the_shared_url_finds_the_client_whose_secret_verifies_including_a_rotat
 
 #[tokio::test]
 async fn the_client_url_tries_only_that_client_so_another_clients_secret_does_not_verify() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let a = app.add_client("alpha", Some(SECRET_A)).await;
     let _b = app.add_client("bravo", Some(SECRET_B)).await;
     let body = pi_event("evt_wrong_url", "pi_wrong_url", json!(1000), "usd");
@@ -228,7 +228,7 @@ async fn the_client_url_tries_only_that_client_so_another_clients_secret_does_no
 #[tokio::test]
 async fn an_event_already_stored_as_verified_is_acknowledged_on_any_endpoint_and_not_processed_again(
 ) {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
 
@@ -259,7 +259,7 @@ async fn an_event_already_stored_as_verified_is_acknowledged_on_any_endpoint_and
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn twenty_concurrent_deliveries_of_one_event_store_one_row_and_count_one_sale() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = sign(&body, SECRET_A);
@@ -369,7 +369,7 @@ async fn then_a_valid_delivery_upgrades_it(
 #[tokio::test]
 async fn a_wrong_secret_is_a_400_mismatch_recorded_unverified_and_a_later_valid_delivery_verifies_it(
 ) {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = sign(&body, WRONG);
@@ -386,7 +386,7 @@ async fn a_wrong_secret_is_a_400_mismatch_recorded_unverified_and_a_later_valid_
 
 #[tokio::test]
 async fn a_missing_signature_header_is_a_400_no_header_and_a_later_valid_delivery_verifies_it() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
 
@@ -396,7 +396,7 @@ async fn a_missing_signature_header_is_a_400_no_header_and_a_later_valid_deliver
 
 #[tokio::test]
 async fn a_garbage_signature_header_is_a_400_malformed_and_a_later_valid_delivery_verifies_it() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
 
@@ -413,7 +413,7 @@ async fn a_garbage_signature_header_is_a_400_malformed_and_a_later_valid_deliver
 
 #[tokio::test]
 async fn a_client_without_secrets_gets_a_400_no_secret_and_verifies_once_a_secret_is_added() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", None).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = sign(&body, SECRET_A);
@@ -428,7 +428,7 @@ async fn a_client_without_secrets_gets_a_400_no_secret_and_verifies_once_a_secre
 
 #[tokio::test]
 async fn a_signature_older_than_five_minutes_is_a_400_stale_and_a_fresh_delivery_verifies_it() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = header_for(&body, SECRET_A, now_s() - 301);
@@ -439,7 +439,7 @@ async fn a_signature_older_than_five_minutes_is_a_400_stale_and_a_fresh_delivery
 
 #[tokio::test]
 async fn a_signature_with_a_timestamp_in_the_future_is_accepted() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = header_for(&body, SECRET_A, now_s() + 3_600);
@@ -456,7 +456,7 @@ async fn a_signature_with_a_timestamp_in_the_future_is_accepted() {
 
 #[tokio::test]
 async fn a_forged_unverified_delivery_does_not_override_the_verified_sale() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let real = pi_event("evt_real", "pi_forged_target", json!(1500), "usd");
     let (s, j) = json_of(app.deliver(&client, SECRET_A, real).await).await;
@@ -477,7 +477,7 @@ async fn a_forged_unverified_delivery_does_not_override_the_verified_sale() {
 #[tokio::test]
 async fn re_verification_after_adding_the_right_secret_verifies_the_stored_event_and_its_conversion(
 ) {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_B)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = sign(&body, SECRET_A);
@@ -511,7 +511,7 @@ async fn re_verification_after_adding_the_right_secret_verifies_the_stored_event
 
 #[tokio::test]
 async fn a_forged_delivery_that_arrived_first_is_outweighed_once_the_real_sale_is_verified() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let forged = pi_event("evt_forged_first", "pi_forged_first", json!(999_999), "usd");
     let sig = sign(&forged, WRONG);
@@ -533,7 +533,7 @@ async fn a_forged_delivery_that_arrived_first_is_outweighed_once_the_real_sale_i
 
 #[tokio::test]
 async fn on_a_client_url_a_client_without_secrets_is_no_secret_even_if_another_client_has_one() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let _a = app.add_client("alpha", Some(SECRET_A)).await;
     let b = app.add_client("bravo", None).await;
     let body = fixture("payment_intent_succeeded.json");
@@ -545,7 +545,7 @@ async fn on_a_client_url_a_client_without_secrets_is_no_secret_even_if_another_c
 #[tokio::test]
 async fn an_unverified_delivery_on_a_client_url_is_suspected_as_that_clients_and_upgraded_in_place()
 {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     // The oldest client with a secret is the one layer 1 would otherwise suspect.
     let a = app.add_client("alpha", Some(SECRET_A)).await;
     let b = app.add_client("bravo", Some(SECRET_B)).await;
@@ -582,7 +582,7 @@ async fn an_unverified_delivery_on_a_client_url_is_suspected_as_that_clients_and
 
 #[tokio::test]
 async fn a_shared_url_delivery_suspected_as_another_clients_leaves_nothing_behind_once_verified() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let a = app.add_client("alpha", Some(SECRET_A)).await;
     let b = app.add_client("bravo", Some(SECRET_B)).await;
     let body = fixture("payment_intent_succeeded.json");
@@ -615,7 +615,7 @@ async fn a_shared_url_delivery_suspected_as_another_clients_leaves_nothing_behin
 
 #[tokio::test]
 async fn re_verification_for_another_client_than_the_suspected_one_leaves_nothing_behind() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let a = app.add_client("alpha", Some(SECRET_A)).await;
     let b = app.add_client("bravo", None).await;
     let body = fixture("payment_intent_succeeded.json");
@@ -643,7 +643,7 @@ async fn re_verification_for_another_client_than_the_suspected_one_leaves_nothin
 
 #[tokio::test]
 async fn re_verification_judges_the_timestamp_against_the_stored_receipt_time() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_B)).await;
     // Delivered an hour ago, signed at that time with a secret the client
     // did not have yet.
@@ -720,7 +720,7 @@ fn conversion_for<'a>(
 #[tokio::test]
 async fn layer_one_names_the_suspected_client_by_account_then_email_domain_then_first_with_a_secret(
 ) {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let shop = app
         .add_client_with(ClientIn {
             name: "shop".into(),
@@ -783,7 +783,7 @@ async fn layer_one_names_the_suspected_client_by_account_then_email_domain_then_
 
 #[tokio::test]
 async fn layer_one_falls_back_to_the_first_client_when_no_client_has_a_secret() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let first = app.add_client("first", None).await;
     let _second = app.add_client("second", None).await;
 
@@ -802,7 +802,7 @@ async fn layer_one_falls_back_to_the_first_client_when_no_client_has_a_secret() 
 
 #[tokio::test]
 async fn an_event_that_arrives_before_any_client_exists_is_stored_and_waits_for_one() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     deliver_unsigned_shared(
         &app,
         pi_event("evt_no_client", "pi_no_client", json!(700), "usd"),
@@ -825,7 +825,7 @@ async fn an_event_that_arrives_before_any_client_exists_is_stored_and_waits_for_
 
 #[tokio::test]
 async fn connect_events_with_one_id_but_different_accounts_are_two_stored_events() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("platform", Some(SECRET_A)).await;
     let one = with_top_level(
         &pi_event("evt_connect_same", "pi_connect_1", json!(1000), "usd"),
@@ -891,7 +891,7 @@ async fn expect_invalid_payload(app: &TestApp, body: Vec<u8>, signature: Option<
 
 #[tokio::test]
 async fn malformed_json_is_stored_and_answered_400_invalid_payload_signed_or_not() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let _client = app.add_client("acme", Some(SECRET_A)).await;
 
     let truncated =
@@ -906,7 +906,7 @@ async fn malformed_json_is_stored_and_answered_400_invalid_payload_signed_or_not
 
 #[tokio::test]
 async fn signed_json_that_is_not_an_event_is_stored_and_answered_400_invalid_payload() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let _client = app.add_client("acme", Some(SECRET_A)).await;
 
     for body in [
@@ -927,7 +927,7 @@ async fn signed_json_that_is_not_an_event_is_stored_and_answered_400_invalid_pay
 
 #[tokio::test]
 async fn non_utf8_bytes_are_stored_and_answered_400() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let _client = app.add_client("acme", Some(SECRET_A)).await;
     let body = b"{\"id\":\"evt_\xff\xfe\",\"type\":\"charge.succeeded\"}".to_vec();
     let sig = sign(&body, SECRET_A);
@@ -938,7 +938,7 @@ async fn non_utf8_bytes_are_stored_and_answered_400() {
 /// A signed, verified event that processing cannot use: 200, failed with an
 /// error, no conversion.
 async fn expect_failed_processing(body: Vec<u8>) {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
 
     let (status, json) = json_of(app.deliver(&client, SECRET_A, body.clone()).await).await;
@@ -1003,7 +1003,7 @@ async fn a_signed_event_with_an_invalid_currency_is_accepted_and_marked_failed()
 
 #[tokio::test]
 async fn a_signed_event_of_an_unhandled_type_is_accepted_and_ignored() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = event(
         "evt_customer_created",
@@ -1026,7 +1026,7 @@ async fn a_signed_event_of_an_unhandled_type_is_accepted_and_ignored() {
 
 #[tokio::test]
 async fn a_body_over_one_mib_is_refused_with_413_and_not_stored() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = vec![b' '; 1024 * 1024 + 1];
 
@@ -1043,7 +1043,7 @@ async fn a_body_over_one_mib_is_refused_with_413_and_not_stored() {
 
 #[tokio::test]
 async fn a_body_of_exactly_one_mib_is_accepted() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let mut body = pi_event("evt_one_mib", "pi_one_mib", json!(1234), "usd");
     // JSON allows trailing whitespace: pad the event to exactly 1 MiB.
@@ -1061,7 +1061,7 @@ async fn a_body_of_exactly_one_mib_is_accepted() {
 async fn a_chunked_body_over_one_mib_without_content_length_is_refused_with_413() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let mut stream = tokio::net::TcpStream::connect(app.addr)
         .await
@@ -1111,7 +1111,7 @@ async fn a_chunked_body_over_one_mib_without_content_length_is_refused_with_413(
 
 #[tokio::test]
 async fn an_oversized_header_is_refused_with_a_4xx_and_the_server_stays_healthy() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = sign(&body, SECRET_A);
@@ -1137,7 +1137,7 @@ async fn an_oversized_header_is_refused_with_a_4xx_and_the_server_stays_healthy(
 
 #[tokio::test]
 async fn a_client_url_naming_no_client_is_a_404_unknown_client_and_the_event_is_stored() {
-    let app = spawn_app().await;
+    let app = spawn_app!();
     let _client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     let sig = sign(&body, SECRET_A);
@@ -1407,8 +1407,7 @@ impl Store for FaultyStore {
 async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_accepted() {
     let down = Arc::new(AtomicBool::new(false));
     let flag = down.clone();
-    let app =
-        spawn_app_with(move |inner| Arc::new(FaultyStore { inner, down: flag }) as DynStore).await;
+    let app = spawn_app_with!(move |inner| Arc::new(FaultyStore { inner, down: flag }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     down.store(true, Ordering::SeqCst);

@@ -11,12 +11,36 @@
 //! The lock is taken inside a spawned task that builds the guard, so that a
 //! caller cancelled mid-wait (a dropped HTTP request) cannot leave a lock
 //! behind: the task finishes, and dropping its unclaimed guard releases it.
+//!
+//! Within one instance, a lock name is also behind a local mutex that the
+//! guard gives back only once the server released the lock: the next taker
+//! in this process waits for that release instead of finding its own
+//! instance's lock still held (a sweep right after a sweep must run).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, Postgres};
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::map_err;
 use crate::storage::{StoreError, StoreLock, StoreResult};
+
+/// This instance's side of the locks (one per `PgStore`).
+#[derive(Default)]
+pub(super) struct LocalLocks {
+    /// All purchase locks: the domain holds one at a time per process.
+    purchases: Arc<Mutex<()>>,
+    jobs: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+}
+
+impl LocalLocks {
+    fn job(&self, job: &str) -> Arc<Mutex<()>> {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+        jobs.entry(job.to_string()).or_default().clone()
+    }
+}
 
 /// Keys are 64-bit hashes of a namespaced name: a collision only makes two
 /// unrelated holders take turns.
@@ -24,10 +48,12 @@ const KEY_SQL: &str = "hashtextextended('salestrack/' || $1, 0)";
 
 struct HeldLock {
     conn: Option<PoolConnection<Postgres>>,
+    local: Option<OwnedMutexGuard<()>>,
 }
 
 impl Drop for HeldLock {
     fn drop(&mut self) {
+        let local = self.local.take();
         let Some(mut conn) = self.conn.take() else {
             return;
         };
@@ -41,6 +67,8 @@ impl Drop for HeldLock {
                         tracing::warn!(error = %e, "advisory unlock failed; closing the session");
                         conn.close_on_drop();
                     }
+                    drop(conn);
+                    drop(local);
                 });
             }
             // No runtime left (shutdown): closing the session releases it.
@@ -50,10 +78,17 @@ impl Drop for HeldLock {
 }
 
 /// Takes `name`'s lock on a connection of its own: waits when `wait`, else
-/// answers `None` at once if someone else holds it.
-async fn take(pool: &PgPool, name: String, wait: bool) -> StoreResult<Option<StoreLock>> {
+/// answers `None` at once if another instance holds it. `local` is this
+/// instance's mutex for the name.
+async fn take(
+    pool: &PgPool,
+    local: Arc<Mutex<()>>,
+    name: String,
+    wait: bool,
+) -> StoreResult<Option<StoreLock>> {
     let pool = pool.clone();
     let task = tokio::spawn(async move {
+        let local = local.lock_owned().await;
         let mut conn = pool.acquire().await.map_err(map_err)?;
         let got = if wait {
             sqlx::query(&format!("SELECT pg_advisory_lock({KEY_SQL})"))
@@ -68,7 +103,10 @@ async fn take(pool: &PgPool, name: String, wait: bool) -> StoreResult<Option<Sto
                 .await
         };
         match got {
-            Ok(true) => Ok(Some(HeldLock { conn: Some(conn) })),
+            Ok(true) => Ok(Some(HeldLock {
+                conn: Some(conn),
+                local: Some(local),
+            })),
             Ok(false) => Ok(None),
             Err(e) => {
                 // Whether the server granted it before the error is
@@ -84,12 +122,23 @@ async fn take(pool: &PgPool, name: String, wait: bool) -> StoreResult<Option<Sto
     }
 }
 
-pub(super) async fn lock_purchases(pool: &PgPool, client_id: &str) -> StoreResult<StoreLock> {
-    take(pool, format!("purchases/{client_id}"), true)
+pub(super) async fn lock_purchases(
+    pool: &PgPool,
+    local: &LocalLocks,
+    client_id: &str,
+) -> StoreResult<StoreLock> {
+    let name = format!("purchases/{client_id}");
+    take(pool, local.purchases.clone(), name, true)
         .await?
         .ok_or_else(|| StoreError::Unavailable("advisory lock not granted".into()))
 }
 
-pub(super) async fn try_lock_job(pool: &PgPool, job: &str) -> StoreResult<Option<StoreLock>> {
-    take(pool, format!("job/{job}"), false).await
+/// Within this instance a second taker waits for the first run to end (and
+/// then runs); across instances it gets `None` at once.
+pub(super) async fn try_lock_job(
+    pool: &PgPool,
+    local: &LocalLocks,
+    job: &str,
+) -> StoreResult<Option<StoreLock>> {
+    take(pool, local.job(job), format!("job/{job}"), false).await
 }

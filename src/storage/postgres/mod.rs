@@ -32,6 +32,7 @@ use crate::domain::report::*;
 
 pub struct PgStore {
     pool: PgPool,
+    locks: lock::LocalLocks,
 }
 
 /// The one place a sqlx error becomes a `StoreError`.
@@ -116,7 +117,10 @@ impl PgStore {
             .connect_with(connect)
             .await
             .map_err(map_err)?;
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            locks: lock::LocalLocks::default(),
+        })
     }
 
     /// Applies the migrations in `migrations/postgres`. Safe to run from
@@ -145,11 +149,11 @@ impl Store for PgStore {
     }
 
     async fn lock_purchases(&self, client_id: &str) -> StoreResult<StoreLock> {
-        lock::lock_purchases(&self.pool, client_id).await
+        lock::lock_purchases(&self.pool, &self.locks, client_id).await
     }
 
     async fn try_lock_job(&self, job: &str) -> StoreResult<Option<StoreLock>> {
-        lock::try_lock_job(&self.pool, job).await
+        lock::try_lock_job(&self.pool, &self.locks, job).await
     }
 
     // ---- settings -----------------------------------------------------------

@@ -99,13 +99,18 @@ fn skip_or_fail<T>(shown: &str, reason: &str) -> Option<T> {
     SAID.get_or_init(|| {
         let exe = std::env::current_exe()
             .ok()
-            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|p| p.file_stem().map(|n| n.to_string_lossy().into_owned()))
+            .map(|n| match n.rsplit_once('-') {
+                // cargo's `name-<16 hex digits>`
+                Some((name, hash)) if hash.len() == 16 => name.to_string(),
+                _ => n,
+            })
             .unwrap_or_default();
         // Straight to stderr: the harness captures `eprintln!` of passing tests.
         let _ = writeln!(
             std::io::stderr(),
             "\nskipped: PostgreSQL not reachable at {shown} ({reason}); the PostgreSQL tests \
-             of {exe} pass without running. Set SALESTRACK_TEST_PG_URL to use another server, \
+             of test binary `{exe}` pass without running. Set SALESTRACK_TEST_PG_URL to use another server, \
              or SALESTRACK_REQUIRE_PG=1 to fail instead.\n"
         );
     });

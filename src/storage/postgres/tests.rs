@@ -93,38 +93,54 @@ async fn latest_click_is_one_backward_index_scan() {
 async fn a_held_purchase_lock_makes_other_instances_wait() {
     let Some((db, a)) = store().await else { return };
     // A second instance: its own pool on the same database.
-    let b = PgStore::open(&db.url, &DbOptions::default()).await.unwrap();
+    let b = Arc::new(PgStore::open(&db.url, &DbOptions::default()).await.unwrap());
     let held = a.lock_purchases("cli_1").await.unwrap();
-    let waiting = tokio::spawn(async move {
-        let guard = b.lock_purchases("cli_1").await.unwrap();
-        (b, guard)
-    });
+    let waiting = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock_purchases("cli_1").await.unwrap() })
+    };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "the second instance must wait");
-    // Another client is not held up.
-    let other = a.lock_purchases("cli_2").await.unwrap();
-    drop(other);
     drop(held);
-    let (b, guard) = tokio::time::timeout(Duration::from_secs(5), waiting)
+    let guard = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("granted once released")
         .unwrap();
     drop(guard);
-    drop(b);
+    // Another client's purchases are not held up by this one's.
+    let held = a.lock_purchases("cli_1").await.unwrap();
+    let other = tokio::time::timeout(Duration::from_secs(5), b.lock_purchases("cli_2"))
+        .await
+        .expect("another client is not held up");
+    drop((held, other));
 }
 
 #[tokio::test]
-async fn a_job_lock_is_exclusive_across_instances() {
+async fn a_job_lock_is_exclusive_across_instances_and_queues_within_one() {
     let Some((db, a)) = store().await else { return };
+    let a = Arc::new(a);
     let b = PgStore::open(&db.url, &DbOptions::default()).await.unwrap();
     let held = a.try_lock_job("sweep").await.unwrap().expect("free");
     assert!(b.try_lock_job("sweep").await.unwrap().is_none());
-    assert!(
-        a.try_lock_job("sweep").await.unwrap().is_none(),
-        "not re-entrant"
-    );
     assert!(b.try_lock_job("other").await.unwrap().is_some());
+    // The same instance waits for its own run to end, then runs.
+    let next = {
+        let a = a.clone();
+        tokio::spawn(async move { a.try_lock_job("sweep").await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!next.is_finished());
     drop(held);
+    let next = tokio::time::timeout(Duration::from_secs(5), next)
+        .await
+        .expect("runs once the first run ended")
+        .unwrap();
+    assert!(
+        next.is_some(),
+        "its own released lock is not mistaken for another's"
+    );
+    drop(next);
+    // Released on drop: the other instance gets it.
     let mut again = None;
     for _ in 0..100 {
         again = b.try_lock_job("sweep").await.unwrap();

@@ -132,7 +132,7 @@ impl Tracker {
     /// again once it is held: another instance may have changed it.
     async fn lock_for_conversion(&self, conversion_id: &str) -> DomainResult<StoreLock> {
         Ok(match self.store.get_conversion(conversion_id).await? {
-            Some(c) => self.store.lock_purchases(&c.client_id).await?,
+            Some(c) => self.store.lock_purchases(&[&c.client_id]).await?,
             None => StoreLock::noop(),
         })
     }
@@ -172,6 +172,7 @@ impl Tracker {
                 what: "history entry",
                 id: entry_id.to_string(),
             })?;
+        let _held = self.lock_for_conversion(&entry.conversion_id).await?;
         let mut conversion = self
             .store
             .get_conversion(&entry.conversion_id)

@@ -365,7 +365,7 @@ impl Tracker {
         };
         let _guard = self.purchase_lock.lock().await;
         // Other instances on the same database take turns too.
-        let _held = self.store.lock_purchases(&client.id).await?;
+        let _held = self.store.lock_purchases(&[&client.id]).await?;
         self.apply_facts(&client, &ctx, facts).await?;
         Ok(Processed {
             client: Some((client_id, method)),
@@ -585,6 +585,7 @@ impl Tracker {
             _ => return Ok(()),
         };
         let _guard = self.purchase_lock.lock().await;
+        let _held = self.store.lock_purchases(&[suspect, verified]).await?;
         let old_key = self
             .store
             .resolve_alias(suspect, &id)

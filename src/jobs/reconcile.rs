@@ -26,8 +26,14 @@ impl ReconcileJob {
         }
     }
 
-    /// One pass over every client that has a Stripe API key.
+    /// One pass over every client that has a Stripe API key. When another
+    /// instance on the same database is reconciling, this one leaves the run
+    /// to it and reports nothing.
     pub async fn run_once(&self) -> DomainResult<Vec<ClientReconcile>> {
+        let Some(_running) = self.tracker.store().try_lock_job("reconcile").await? else {
+            tracing::info!("another instance is reconciling; this run is left to it");
+            return Ok(Vec::new());
+        };
         let window_s = i64::try_from(self.window.as_secs()).unwrap_or(i64::MAX);
         let created_gte = chrono::Utc::now().timestamp().saturating_sub(window_s);
         self.tracker.reconcile(&self.api, None, created_gte).await

@@ -1120,9 +1120,13 @@ pub(crate) async fn ties_keep_insertion_order(s: DynStore) {
 
 pub(crate) async fn locks_are_granted_and_released(s: DynStore) {
     // One at a time, as the domain takes them.
-    drop(s.lock_purchases("c1").await.unwrap());
-    drop(s.lock_purchases("c2").await.unwrap());
-    drop(s.lock_purchases("c1").await.unwrap());
+    drop(s.lock_purchases(&["c1"]).await.unwrap());
+    // Several clients at once (a sale moving from a suspected client to the
+    // verified one); the same one twice is fine.
+    drop(s.lock_purchases(&["c2", "c1", "c2"]).await.unwrap());
+    drop(s.lock_purchases(&[]).await.unwrap());
+    drop(s.lock_purchases(&["c2"]).await.unwrap());
+    drop(s.lock_purchases(&["c1"]).await.unwrap());
     // A job run right after a run of the same instance runs.
     for _ in 0..3 {
         let job = s.try_lock_job("sweep").await.unwrap();

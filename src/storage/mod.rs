@@ -78,11 +78,12 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 
     // ---- cross-instance coordination --------------------------------------
-    /// Serialises the processing of one client's purchases across every
-    /// instance that shares this store: waits until no other holder has it.
-    /// Callers take the in-process `purchase_lock` first and hold at most one
-    /// of these at a time, so that waits cannot form a cycle.
-    async fn lock_purchases(&self, _client_id: &str) -> StoreResult<StoreLock> {
+    /// Serialises the processing of these clients' purchases across every
+    /// instance that shares this store: waits until no other holder has any
+    /// of them (they are taken together, in one fixed order). Callers take
+    /// the in-process `purchase_lock` first and hold at most one of these
+    /// guards at a time, so that waits cannot form a cycle.
+    async fn lock_purchases(&self, _client_ids: &[&str]) -> StoreResult<StoreLock> {
         Ok(StoreLock::noop())
     }
 

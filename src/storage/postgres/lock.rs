@@ -77,13 +77,39 @@ impl Drop for HeldLock {
     }
 }
 
-/// Takes `name`'s lock on a connection of its own: waits when `wait`, else
-/// answers `None` at once if another instance holds it. `local` is this
-/// instance's mutex for the name.
+/// Waits for the locks of `names`, in the order of their keys (so that two
+/// instances taking overlapping sets cannot wait on each other).
+async fn lock_all(conn: &mut PoolConnection<Postgres>, names: &[String]) -> sqlx::Result<()> {
+    if let [name] = names {
+        sqlx::query(&format!("SELECT pg_advisory_lock({KEY_SQL})"))
+            .bind(name)
+            .execute(&mut **conn)
+            .await?;
+        return Ok(());
+    }
+    let keys: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT hashtextextended('salestrack/' || n, 0) AS k \
+         FROM unnest($1::TEXT[]) AS n ORDER BY k",
+    )
+    .bind(names)
+    .fetch_all(&mut **conn)
+    .await?;
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(key)
+            .execute(&mut **conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Takes the locks of `names` on a connection of their own: waits when
+/// `wait`, else (one name) answers `None` at once if another instance holds
+/// it. `local` is this instance's mutex for them.
 async fn take(
     pool: &PgPool,
     local: Arc<Mutex<()>>,
-    name: String,
+    names: Vec<String>,
     wait: bool,
 ) -> StoreResult<Option<StoreLock>> {
     let pool = pool.clone();
@@ -91,14 +117,10 @@ async fn take(
         let local = local.lock_owned().await;
         let mut conn = pool.acquire().await.map_err(map_err)?;
         let got = if wait {
-            sqlx::query(&format!("SELECT pg_advisory_lock({KEY_SQL})"))
-                .bind(&name)
-                .execute(&mut *conn)
-                .await
-                .map(|_| true)
+            lock_all(&mut conn, &names).await.map(|_| true)
         } else {
             sqlx::query_scalar::<_, bool>(&format!("SELECT pg_try_advisory_lock({KEY_SQL})"))
-                .bind(&name)
+                .bind(names.first().map(String::as_str).unwrap_or_default())
                 .fetch_one(&mut *conn)
                 .await
         };
@@ -109,7 +131,7 @@ async fn take(
             })),
             Ok(false) => Ok(None),
             Err(e) => {
-                // Whether the server granted it before the error is
+                // Whether the server granted any before the error is
                 // unknown: do not pool this session.
                 conn.close_on_drop();
                 Err(map_err(e))
@@ -125,10 +147,16 @@ async fn take(
 pub(super) async fn lock_purchases(
     pool: &PgPool,
     local: &LocalLocks,
-    client_id: &str,
+    client_ids: &[&str],
 ) -> StoreResult<StoreLock> {
-    let name = format!("purchases/{client_id}");
-    take(pool, local.purchases.clone(), name, true)
+    if client_ids.is_empty() {
+        return Ok(StoreLock::noop());
+    }
+    let names = client_ids
+        .iter()
+        .map(|c| format!("purchases/{c}"))
+        .collect();
+    take(pool, local.purchases.clone(), names, true)
         .await?
         .ok_or_else(|| StoreError::Unavailable("advisory lock not granted".into()))
 }
@@ -140,5 +168,5 @@ pub(super) async fn try_lock_job(
     local: &LocalLocks,
     job: &str,
 ) -> StoreResult<Option<StoreLock>> {
-    take(pool, local.job(job), format!("job/{job}"), false).await
+    take(pool, local.job(job), vec![format!("job/{job}")], false).await
 }

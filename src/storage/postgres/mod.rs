@@ -148,8 +148,8 @@ impl Store for PgStore {
         Ok(())
     }
 
-    async fn lock_purchases(&self, client_id: &str) -> StoreResult<StoreLock> {
-        lock::lock_purchases(&self.pool, &self.locks, client_id).await
+    async fn lock_purchases(&self, client_ids: &[&str]) -> StoreResult<StoreLock> {
+        lock::lock_purchases(&self.pool, &self.locks, client_ids).await
     }
 
     async fn try_lock_job(&self, job: &str) -> StoreResult<Option<StoreLock>> {

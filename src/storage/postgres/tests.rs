@@ -94,10 +94,10 @@ async fn a_held_purchase_lock_makes_other_instances_wait() {
     let Some((db, a)) = store().await else { return };
     // A second instance: its own pool on the same database.
     let b = Arc::new(PgStore::open(&db.url, &DbOptions::default()).await.unwrap());
-    let held = a.lock_purchases("cli_1").await.unwrap();
+    let held = a.lock_purchases(&["cli_1"]).await.unwrap();
     let waiting = {
         let b = b.clone();
-        tokio::spawn(async move { b.lock_purchases("cli_1").await.unwrap() })
+        tokio::spawn(async move { b.lock_purchases(&["cli_1"]).await.unwrap() })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "the second instance must wait");
@@ -108,11 +108,50 @@ async fn a_held_purchase_lock_makes_other_instances_wait() {
         .unwrap();
     drop(guard);
     // Another client's purchases are not held up by this one's.
-    let held = a.lock_purchases("cli_1").await.unwrap();
-    let other = tokio::time::timeout(Duration::from_secs(5), b.lock_purchases("cli_2"))
+    let held = a.lock_purchases(&["cli_1"]).await.unwrap();
+    let other = tokio::time::timeout(Duration::from_secs(5), b.lock_purchases(&["cli_2"]))
         .await
         .expect("another client is not held up");
     drop((held, other));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overlapping_sets_of_clients_never_deadlock_across_instances() {
+    let Some((db, a)) = store().await else { return };
+    let a = Arc::new(a);
+    let b = Arc::new(PgStore::open(&db.url, &DbOptions::default()).await.unwrap());
+    // A holder of one client holds up a taker of a set that contains it.
+    let held = a.lock_purchases(&["x"]).await.unwrap();
+    let set = {
+        let b = b.clone();
+        tokio::spawn(async move { b.lock_purchases(&["y", "x"]).await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!set.is_finished());
+    drop(held);
+    drop(
+        tokio::time::timeout(Duration::from_secs(5), set)
+            .await
+            .unwrap()
+            .unwrap(),
+    );
+    // Opposite orders from two instances, over and over: no deadlock error.
+    let run = |s: Arc<PgStore>, names: [&'static str; 2]| {
+        tokio::spawn(async move {
+            for _ in 0..30 {
+                let guard = s.lock_purchases(&names).await.unwrap();
+                tokio::task::yield_now().await;
+                drop(guard);
+            }
+        })
+    };
+    let (one, two) = (run(a.clone(), ["x", "y"]), run(b.clone(), ["y", "x"]));
+    tokio::time::timeout(Duration::from_secs(30), async {
+        one.await.unwrap();
+        two.await.unwrap();
+    })
+    .await
+    .expect("no deadlock");
 }
 
 #[tokio::test]
@@ -156,15 +195,16 @@ async fn a_job_lock_is_exclusive_across_instances_and_queues_within_one() {
 async fn a_caller_cancelled_while_waiting_leaves_no_lock_behind() {
     let Some((db, a)) = store().await else { return };
     let b = PgStore::open(&db.url, &DbOptions::default()).await.unwrap();
-    let held = a.lock_purchases("cli_1").await.unwrap();
+    let held = a.lock_purchases(&["cli_1"]).await.unwrap();
     // b waits, then gives up (an HTTP request dropped mid-wait).
-    let gave_up = tokio::time::timeout(Duration::from_millis(200), b.lock_purchases("cli_1")).await;
+    let gave_up =
+        tokio::time::timeout(Duration::from_millis(200), b.lock_purchases(&["cli_1"])).await;
     assert!(gave_up.is_err());
     drop(held);
     // The abandoned wait was granted and released again in the background:
     // a third party gets the lock, and every pooled session of b is free of it.
     let c = PgStore::open(&db.url, &DbOptions::default()).await.unwrap();
-    let got = tokio::time::timeout(Duration::from_secs(5), c.lock_purchases("cli_1"))
+    let got = tokio::time::timeout(Duration::from_secs(5), c.lock_purchases(&["cli_1"]))
         .await
         .expect("not leaked");
     drop(got.unwrap());

@@ -15,8 +15,8 @@ pub mod ingest;
 pub mod model;
 pub mod money;
 pub mod reconcile;
-pub mod status;
 pub mod report;
+pub mod status;
 pub mod view;
 
 use tokio::sync::Mutex;

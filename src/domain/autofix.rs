@@ -1,6 +1,7 @@
 //! Layers 4–5: fix orphans (automatically and by hand) and retry failed
 //! events. Each run reports what it did.
 
+use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::model::*;
@@ -30,6 +31,16 @@ pub struct RetryReport {
     pub still_failing: usize,
 }
 
+/// What a look at one orphan found: `None` when it is gone or no longer an
+/// orphan, else its id and, when it would stay an orphan, the trace that
+/// says why.
+type Look = Option<(String, Option<Vec<TraceStep>>)>;
+
+/// Orphans Auto-Fix looks at concurrently (reads only).
+const PREVIEWS_AT_ONCE: usize = 8;
+/// Orphans looked at before the fixable ones among them are recomputed.
+const PREVIEW_SLICE: usize = 512;
+
 impl Tracker {
     /// Runs attribution again (with the broader search) over every orphan,
     /// or those of one client.
@@ -44,7 +55,51 @@ impl Tracker {
             .await?;
         let clients = self.store.list_clients().await?;
         let mut report = AutofixReport::default();
-        for id in ids {
+        // A read-only look first, several orphans at a time and without the
+        // lock: most orphans stay orphans, and only those that could be
+        // linked now are recomputed under the lock (which decides again).
+        // Each slice is looked at to the end before anything is locked: a
+        // look left half-way could hold a connection the lock holder needs.
+        let mut looked = Vec::new();
+        for slice in ids.chunks(PREVIEW_SLICE) {
+            looked.clear();
+            let mut previews = futures_util::stream::iter(slice.iter().cloned())
+                .map(|id| self.preview_orphan(id, &clients))
+                .buffered(PREVIEWS_AT_ONCE);
+            while let Some(preview) = previews.next().await {
+                looked.push(preview?);
+            }
+            drop(previews);
+            self.fix_looked(&mut looked, &clients, &mut report).await?;
+        }
+        tracing::info!(
+            fixed = report.fixed,
+            remaining = report.remaining,
+            "auto-fix run"
+        );
+        Ok(report)
+    }
+
+    /// Recomputes, under the lock, the orphans a look found fixable, and
+    /// reports the others with their reason.
+    async fn fix_looked(
+        &self,
+        looked: &mut Vec<Look>,
+        clients: &[Client],
+        report: &mut AutofixReport,
+    ) -> DomainResult<()> {
+        for preview in looked.drain(..) {
+            let Some((id, still_orphan)) = preview else {
+                continue;
+            };
+            if let Some(trace) = still_orphan {
+                report.remaining += 1;
+                report.still_orphan.push(OrphanReason {
+                    conversion_id: id,
+                    why: why_from_trace(&trace),
+                });
+                continue;
+            }
             let _guard = self.purchase_lock.lock().await;
             let _held = self.lock_for_conversion(&id).await?;
             let Some(orphan) = self.store.get_conversion(&id).await? else {
@@ -72,12 +127,7 @@ impl Tracker {
                 None => {}
             }
         }
-        tracing::info!(
-            fixed = report.fixed,
-            remaining = report.remaining,
-            "auto-fix run"
-        );
-        Ok(report)
+        Ok(())
     }
 
     /// Sets a conversion's link by hand. A manual choice is never replaced
@@ -130,6 +180,28 @@ impl Tracker {
     /// Takes the cross-instance lock of the purchases of a conversion's
     /// client (nothing to lock when it does not exist). Read the conversion
     /// again once it is held: another instance may have changed it.
+    /// Auto-Fix's look at one orphan: `Some((id, Some(trace)))` when it
+    /// would stay an orphan (the trace says why), `Some((id, None))` when a
+    /// recompute may link it, `None` when it is gone or no longer an orphan.
+    async fn preview_orphan(&self, id: String, clients: &[Client]) -> DomainResult<Look> {
+        let Some(orphan) = self.store.get_conversion(&id).await? else {
+            return Ok(None);
+        };
+        if orphan.link_id.is_some() {
+            return Ok(None);
+        }
+        let Some(client) = clients.iter().find(|c| c.id == orphan.client_id) else {
+            return Ok(None);
+        };
+        match self
+            .preview_attribution(client, &orphan.purchase_key, &orphan.id)
+            .await?
+        {
+            Some(found) if found.link_id.is_none() => Ok(Some((id, Some(found.trace)))),
+            _ => Ok(Some((id, None))),
+        }
+    }
+
     async fn lock_for_conversion(&self, conversion_id: &str) -> DomainResult<StoreLock> {
         Ok(match self.store.get_conversion(conversion_id).await? {
             Some(c) => self.store.lock_purchases(&[&c.client_id]).await?,
@@ -218,8 +290,11 @@ impl Tracker {
 
 /// In words: why the trace found no link.
 pub fn why_orphan(c: &Conversion) -> String {
-    let reasons: Vec<String> = c
-        .trace
+    why_from_trace(&c.trace)
+}
+
+fn why_from_trace(trace: &[TraceStep]) -> String {
+    let reasons: Vec<String> = trace
         .iter()
         .filter(|s| s.outcome == StepOutcome::NoMatch)
         .map(|s| format!("{}: {}", s.step, s.detail))

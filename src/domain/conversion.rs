@@ -4,7 +4,7 @@
 
 use crate::stripe::event::{DisputeStatus, Hints, PaymentFacts, PaymentSource};
 
-use super::attribution::{attribute, broader_search, AttributionInput};
+use super::attribution::{attribute, broader_search, Attribution, AttributionInput};
 use super::ids::new_id;
 use super::model::*;
 use super::{DomainResult, Tracker};
@@ -250,6 +250,55 @@ impl Tracker {
         Ok(())
     }
 
+    /// The link of a derived purchase: layer 2's seven steps, then layer 4's
+    /// broader search when they find none. Reads only.
+    async fn attribute_purchase(
+        &self,
+        client: &Client,
+        conversion_id: &str,
+        derived: &Derived,
+    ) -> DomainResult<Attribution> {
+        let input = AttributionInput {
+            client,
+            conversion_id,
+            hints: &derived.hints,
+            alternatives: &derived.alternatives,
+            customer: derived.customer.as_deref(),
+            email: derived.email.as_deref(),
+            purchased_at: derived.purchased_at,
+        };
+        let mut found = attribute(self.store.as_ref(), &input).await?;
+        if found.link_id.is_none() {
+            let (click, step) = broader_search(self.store.as_ref(), &input).await?;
+            found.trace.push(step);
+            if let Some(click) = click {
+                found.link_id = Some(click.link_id);
+                found.click_id = Some(click.id);
+                found.method = Some(Method::Autofix);
+            }
+        }
+        Ok(found)
+    }
+
+    /// What `recompute` would find for purchase `key` right now, taking no
+    /// lock and writing nothing; `None` when its facts make no conversion.
+    /// Auto-Fix looks at many orphans this way, several at a time.
+    pub(crate) async fn preview_attribution(
+        &self,
+        client: &Client,
+        key: &str,
+        conversion_id: &str,
+    ) -> DomainResult<Option<Attribution>> {
+        let facts = self.store.facts_for_purchase(&client.id, key).await?;
+        match derive(key, &facts) {
+            Some(derived) => Ok(Some(
+                self.attribute_purchase(client, conversion_id, &derived)
+                    .await?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     /// Derives the purchase `key` of `client` again from its facts, runs
     /// attribution and saves the conversion. Returns the live conversion.
     /// Callers hold `purchase_lock`.
@@ -269,25 +318,7 @@ impl Tracker {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_else(|| new_id("conv"));
-        let input = AttributionInput {
-            client,
-            conversion_id: &id,
-            hints: &derived.hints,
-            alternatives: &derived.alternatives,
-            customer: derived.customer.as_deref(),
-            email: derived.email.as_deref(),
-            purchased_at: derived.purchased_at,
-        };
-        let mut found = attribute(self.store.as_ref(), &input).await?;
-        if found.link_id.is_none() {
-            let (click, step) = broader_search(self.store.as_ref(), &input).await?;
-            found.trace.push(step);
-            if let Some(click) = click {
-                found.link_id = Some(click.link_id);
-                found.click_id = Some(click.id);
-                found.method = Some(Method::Autofix);
-            }
-        }
+        let found = self.attribute_purchase(client, &id, &derived).await?;
 
         let kind = self.first_paid_after_trial(client, &id, &derived).await?;
         let mut conversion = Conversion {

@@ -22,6 +22,7 @@
 //! waits): `checkpoint` does it in the background on a connection of its
 //! own, which needs no write lock.
 
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -178,15 +179,84 @@ async fn write_batch(
     for rows in clicks.chunks(CLICKS_PER_STATEMENT) {
         insert_clicks(&mut tx, rows).await?;
     }
+    // Events with a dedup key seen first in this batch go in many rows a
+    // statement too, their ids read back by key; the others (no key, or a
+    // key repeated in the batch: a duplicate) one by one after them.
+    let mut seen = HashSet::new();
+    let grouped: Vec<&NewEvent> = jobs
+        .iter()
+        .filter_map(|j| match &j.op {
+            Op::Event(e) => e.dedup_key.as_ref().map(|k| (k, &**e)),
+            Op::Click(_) => None,
+        })
+        .filter(|(k, _)| seen.insert(k.as_str()))
+        .map(|(_, e)| e)
+        .collect();
+    let mut ids = HashMap::new();
+    for rows in grouped.chunks(EVENTS_PER_STATEMENT) {
+        insert_events(&mut tx, rows, &mut ids).await?;
+    }
+    let mut in_group: HashSet<&str> = grouped
+        .iter()
+        .filter_map(|e| e.dedup_key.as_deref())
+        .collect();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         results.push(Ok(match &job.op {
             Op::Click(_) => Done::Click,
-            Op::Event(_) => execute(&mut tx, &job.op).await?,
+            Op::Event(e) => match e.dedup_key.as_deref() {
+                // The first of its key in the batch: inserted above.
+                Some(k) if in_group.remove(k) => Done::Event(ids.get(k).copied()),
+                _ => execute(&mut tx, &job.op).await?,
+            },
         }));
     }
     tx.commit().await.map_err(map_err)?;
     Ok(results)
+}
+
+/// Rows of one multi-row event insert (17 parameters a row).
+const EVENTS_PER_STATEMENT: usize = 64;
+
+/// Inserts `events` (distinct dedup keys) and records the id of each one
+/// inserted; a key already stored inserts nothing and gets no id.
+async fn insert_events(
+    conn: &mut SqliteConnection,
+    events: &[&NewEvent],
+    ids: &mut HashMap<String, i64>,
+) -> StoreResult<()> {
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "INSERT INTO webhook_events (dedup_key, stripe_event_id, event_type, account, \
+         livemode, api_version, endpoint, endpoint_client_id, source, received_at, headers, \
+         body, verification, verification_reason, client_id, client_method, processing) ",
+    );
+    q.push_values(events, |mut row, e| {
+        row.push_bind(&e.dedup_key)
+            .push_bind(&e.stripe_event_id)
+            .push_bind(&e.event_type)
+            .push_bind(&e.account)
+            .push_bind(e.livemode)
+            .push_bind(&e.api_version)
+            .push_bind(&e.endpoint)
+            .push_bind(&e.endpoint_client_id)
+            .push_bind(source_str(e.source))
+            .push_bind(e.received_at)
+            .push_bind(&e.headers)
+            .push_bind(&e.body)
+            .push_bind(verification_str(e.verification))
+            .push_bind(e.verification_reason.map(|r| r.as_str()))
+            .push_bind(&e.client_id)
+            .push_bind(e.client_method.map(|m| m.as_str()))
+            .push_bind(e.processing.as_str());
+    });
+    q.push(" ON CONFLICT(dedup_key) DO NOTHING RETURNING id, dedup_key");
+    let rows: Vec<(i64, String)> = q
+        .build_query_as()
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(map_err)?;
+    ids.extend(rows.into_iter().map(|(id, key)| (key, id)));
+    Ok(())
 }
 
 /// Rows of one multi-row click insert (10 parameters a row, far below

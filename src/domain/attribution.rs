@@ -240,6 +240,18 @@ pub async fn attribute(
         ),
         (Method::ClickAnyTime, None),
     ];
+    // The three windows all end at the purchase, so one look decides them
+    // all: the latest non-bot click before it (within the widest window the
+    // client uses) lies in a window or it does not. One query, not three.
+    let widest = (!settings.any_time_fallback).then(|| {
+        let days = settings
+            .window_primary_days
+            .max(settings.window_fallback_days);
+        input.purchased_at - days * DAY_MS
+    });
+    let latest = store
+        .latest_click(&client.id, widest, input.purchased_at)
+        .await?;
     for (method, days) in windows {
         if method == Method::ClickAnyTime && !settings.any_time_fallback {
             trace.push(method, StepOutcome::Skipped, "turned off for this client");
@@ -252,9 +264,10 @@ pub async fn attribute(
             continue;
         }
         let from = days.map(|d| input.purchased_at - d * DAY_MS);
-        match store
-            .latest_click(&client.id, from, input.purchased_at)
-            .await?
+        match latest
+            .as_ref()
+            .filter(|c| from.is_none_or(|f| c.at >= f))
+            .cloned()
         {
             Some(click) => {
                 trace.push(

@@ -528,7 +528,7 @@ fn invalid_slugs_destinations_and_clients_are_refused_with_a_message() {
 
 // ---- conversions, autofix, diagnose, reprocess --------------------------------------------
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conversions_list_json_has_every_field_and_filters_orphans_and_unverified() {
     let Some(bin) = Bin::new() else {
         return;
@@ -621,7 +621,7 @@ async fn conversions_list_json_has_every_field_and_filters_orphans_and_unverifie
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn autofix_json_reports_fixed_and_remaining() {
     let Some(bin) = Bin::new() else {
         return;
@@ -676,7 +676,7 @@ async fn autofix_json_reports_fixed_and_remaining() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnose_a_link_slug_mentions_it_and_the_next_steps() {
     let Some(bin) = Bin::new() else {
         return;
@@ -710,7 +710,7 @@ async fn diagnose_a_link_slug_mentions_it_and_the_next_steps() {
     assert!(unknown.stderr.contains("nope"), "{unknown:?}");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diagnose_a_conversion_shows_its_trace() {
     let Some(bin) = Bin::new() else {
         return;
@@ -751,7 +751,10 @@ async fn diagnose_a_conversion_shows_its_trace() {
     bin.fails(&["diagnose", "--conversion", "conv_nope"]);
 }
 
-#[tokio::test]
+// Multi-threaded: the CLI runs as a blocking child process while this
+// process's store may still be releasing a lock in the background (the
+// PostgreSQL advisory lock is given back by a task on drop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reprocessing_unverified_events_after_adding_the_secret_verifies_the_sale() {
     let Some(bin) = Bin::new() else {
         return;

@@ -395,16 +395,22 @@ impl Tracker {
                 let key = self.resolve(client, &initial_key(&p)).await?;
                 self.save_fact(client, ctx, &key, FactBody::Payment(p.clone()))
                     .await?;
+                let object_id = Some(p.object_id.clone());
+                let mut linked: Vec<&String> = Vec::with_capacity(4);
                 for alias in [
                     &p.payment_intent,
                     &p.charge,
                     &p.checkout_session,
-                    &Some(p.object_id.clone()),
+                    &object_id,
                 ]
                 .into_iter()
                 .flatten()
                 {
-                    self.link_alias(client, alias, &key).await?;
+                    // A checkout session names itself twice (object and session).
+                    if !linked.contains(&alias) {
+                        linked.push(alias);
+                        self.link_alias(client, alias, &key).await?;
+                    }
                 }
                 let conversion = self.recompute(client, &key, actor).await?;
                 if let Some(c) = conversion.filter(|c| c.link_id.is_some()) {

@@ -182,7 +182,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(tracker: Arc<Tracker>, config: &Config) -> anyhow::Result<()> {
+pub(super) async fn serve(tracker: Arc<Tracker>, config: &Config) -> anyhow::Result<()> {
     let addr = config.listen_addr()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -234,10 +234,6 @@ async fn set_password(tracker: &Tracker, json: bool) -> anyhow::Result<()> {
         tracker.config().public_url.trim_end_matches('/')
     );
     Ok(())
-}
-
-pub(super) async fn serve_tracker(tracker: Arc<Tracker>, config: &Config) -> anyhow::Result<()> {
-    serve(tracker, config).await
 }
 
 #[derive(Serialize)]

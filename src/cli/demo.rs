@@ -68,7 +68,7 @@ pub async fn run(
     }
     let token = std::env::var("SALESTRACK_ADMIN_TOKEN").ok();
     super::commands::admin_token(&tracker, token.as_deref()).await?;
-    super::commands::serve_tracker(tracker, &config).await
+    super::commands::serve(tracker, &config).await
 }
 
 struct Story {

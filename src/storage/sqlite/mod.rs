@@ -435,6 +435,19 @@ impl SqliteStore {
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
+    /// The client whose `column` (a fixed name, never input) equals `value`.
+    async fn client_where(&self, column: &'static str, value: &str) -> StoreResult<Option<Client>> {
+        let sql = format!("SELECT {CLIENT_COLS} FROM clients c WHERE {column} = ?");
+        sqlx::query(&sql)
+            .bind(value)
+            .fetch_optional(&mut *self.reader().await?)
+            .await
+            .map_err(map_err)?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -631,27 +644,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        let sql = format!("SELECT {CLIENT_COLS} FROM clients c WHERE c.id = ?");
-        sqlx::query(&sql)
-            .bind(id)
-            .fetch_optional(&mut *self.reader().await?)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(client_from_row)
-            .transpose()
+        self.client_where("c.id", id).await
     }
 
     async fn find_client_by_name(&self, name: &str) -> StoreResult<Option<Client>> {
-        let sql = format!("SELECT {CLIENT_COLS} FROM clients c WHERE c.name = ?");
-        sqlx::query(&sql)
-            .bind(name)
-            .fetch_optional(&mut *self.reader().await?)
-            .await
-            .map_err(map_err)?
-            .as_ref()
-            .map(client_from_row)
-            .transpose()
+        self.client_where("c.name", name).await
     }
 
     async fn update_client_settings(

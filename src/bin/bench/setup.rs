@@ -80,52 +80,42 @@ pub async fn insert_clicks(db_url: &str, client_id: &str, count: u64) -> anyhow:
         return Ok(());
     }
     let store = SqliteStore::open(db_url).await?;
-    let mut conn = store.pool().acquire().await?;
-    sqlx::query("CREATE TEMP TABLE IF NOT EXISTS bench_links (k INTEGER PRIMARY KEY, id TEXT)")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM bench_links")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "INSERT INTO bench_links (k, id) \
-         SELECT row_number() OVER (ORDER BY rowid) - 1, id FROM links WHERE client_id = ?",
-    )
-    .bind(client_id)
-    .execute(&mut *conn)
-    .await?;
-    let links: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM bench_links")
-        .fetch_one(&mut *conn)
-        .await?;
-    anyhow::ensure!(links > 0, "the client has no links");
-    let now = chrono::Utc::now().timestamp_millis();
-    let first_at = now - 60_000 - CLICK_SPAN_MS;
-    let step = (CLICK_SPAN_MS / count as i64).max(1);
-    const CHUNK: u64 = 1_000_000;
-    let mut from = 0u64;
-    while from < count {
-        let to = (from + CHUNK).min(count);
-        sqlx::query("BEGIN").execute(&mut *conn).await?;
-        sqlx::query(
-            "WITH RECURSIVE s(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?2) \
-             INSERT INTO clicks (id, link_id, client_id, at, visitor_id, referrer, landing_url, \
-                                 user_agent, ip_hash, bot) \
-             SELECT printf('clk_b%010d', i), l.id, ?3, ?4 + i * ?5, \
-                    printf('vis_b%d', i % 100000), 'https://social.example/post', NULL, \
-                    'Mozilla/5.0 (X11; Linux x86_64) bench', printf('%032x', i), (i % 20 = 0) \
-             FROM s JOIN bench_links l ON l.k = s.i % ?6",
-        )
-        .bind(from as i64)
-        .bind(to as i64)
-        .bind(client_id)
-        .bind(first_at)
-        .bind(step)
-        .bind(links)
-        .execute(&mut *conn)
-        .await
-        .context("bulk click insert")?;
-        sqlx::query("COMMIT").execute(&mut *conn).await?;
-        from = to;
-    }
+    let client_id = client_id.to_string();
+    store.with_write_connection(|conn| -> anyhow::Result<()> {
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS bench_links (k INTEGER PRIMARY KEY, id TEXT); \
+             DELETE FROM bench_links;",
+        )?;
+        conn.execute(
+            "INSERT INTO bench_links (k, id) \
+             SELECT row_number() OVER (ORDER BY rowid) - 1, id FROM links WHERE client_id = ?",
+            [&client_id],
+        )?;
+        let links: i64 = conn.query_row("SELECT COUNT(*) FROM bench_links", [], |r| r.get(0))?;
+        anyhow::ensure!(links > 0, "the client has no links");
+        let now = chrono::Utc::now().timestamp_millis();
+        let first_at = now - 60_000 - CLICK_SPAN_MS;
+        let step = (CLICK_SPAN_MS / count as i64).max(1);
+        const CHUNK: u64 = 1_000_000;
+        let mut from = 0u64;
+        while from < count {
+            let to = (from + CHUNK).min(count);
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "WITH RECURSIVE s(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < ?2) \
+                 INSERT INTO clicks (id, link_id, client_id, at, visitor_id, referrer, landing_url, \
+                                     user_agent, ip_hash, bot) \
+                 SELECT printf('clk_b%010d', i), l.id, ?3, ?4 + i * ?5, \
+                        printf('vis_b%d', i % 100000), 'https://social.example/post', NULL, \
+                        'Mozilla/5.0 (X11; Linux x86_64) bench', printf('%032x', i), (i % 20 = 0) \
+                 FROM s JOIN bench_links l ON l.k = s.i % ?6",
+                rusqlite::params![from as i64, to as i64, client_id, first_at, step, links],
+            )
+            .context("bulk click insert")?;
+            tx.commit()?;
+            from = to;
+        }
+        Ok(())
+    })?;
     Ok(())
 }

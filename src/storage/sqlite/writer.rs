@@ -1,51 +1,60 @@
 //! Group commit for what must be on disk before it is acknowledged: webhook
-//! deliveries and clicks.
+//! deliveries, clicks, and the few writes a human makes (clients, secrets,
+//! links, settings, sessions, manual attributions).
 //!
-//! One task owns a connection. It takes every write that is waiting (up to
-//! `MAX_BATCH`), runs them in one transaction, commits, syncs the WAL file
-//! (`fdatasync`, what `synchronous=FULL` does after a commit), and only then
-//! answers each caller. Callers that arrive meanwhile form the next batch, so
-//! one fsync serves many requests; nobody is answered before the fsync that
-//! covers their row.
+//! One thread owns the batches. It takes every write that is waiting (up to
+//! `MAX_BATCH`), runs them in one transaction on the store's write
+//! connection, commits, syncs the WAL file (`fdatasync`, what
+//! `synchronous=FULL` does after a commit), and only then answers each
+//! caller. Callers that arrive meanwhile form the next batch, so one fsync
+//! serves many requests; nobody is answered before the fsync that covers
+//! their row.
 //!
-//! The sync runs after SQLite's write lock is released: SQLite would hold it
-//! through the fsync, and every other write (derived data) would queue behind
-//! the disk. Durability is the same: the committed frames are in the WAL
-//! file, and a checkpoint that copies them first syncs the WAL itself.
+//! The sync runs after the connection is released: SQLite would hold its
+//! write lock through the fsync, and every other write (derived data) would
+//! queue behind the disk. Durability is the same: the committed frames are in
+//! the WAL file, and a checkpoint that copies them first syncs the WAL itself.
 //!
-//! The task holds the derived-write connection's lock while it writes, so
-//! that the two connections never wait on each other inside SQLite (whose
-//! busy handler sleeps for milliseconds).
-//!
-//! Neither of those connections checkpoints the WAL (SQLite would do it
-//! inside a commit, two fsyncs and a copy of the pages while every writer
-//! waits): `checkpoint` does it in the background on a connection of its
-//! own, which needs no write lock.
+//! All writes of the process go through that one connection (derived data
+//! takes the same lock), so SQLite's own busy handler, which sleeps for
+//! milliseconds, never runs. Checkpoints run on a connection of their own
+//! (`checkpoint`), which needs no write lock.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
-use sqlx::{ConnectOptions, Connection, QueryBuilder, Sqlite};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use rusqlite::types::Value;
+use rusqlite::{params_from_iter, Connection};
+use tokio::sync::{mpsc, oneshot};
 
-use super::{map_err, source_str, verification_str};
+use super::events::{event_params, insert_event, INSERT_EVENT_COLS};
+use super::rows::map_err;
+use super::{catalog, lock};
 use crate::domain::model::{Click, NewEvent};
 use crate::storage::{StoreError, StoreResult};
 
 /// Most writes in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// A durable write of its own: runs on the write connection inside the
+/// batch's transaction (under a savepoint) and returns the rows it changed.
+pub(super) type Exec = Box<dyn Fn(&Connection) -> StoreResult<usize> + Send>;
+
 pub(super) enum Op {
     Click(Box<Click>),
     Event(Box<NewEvent>),
+    Exec(Exec),
 }
 
+#[derive(Debug)]
 pub(super) enum Done {
     Click,
     /// The new row's id, or `None` when an event with its dedup key exists.
     Event(Option<i64>),
+    /// Rows changed by an `Exec`.
+    Rows(usize),
 }
 
 struct Job {
@@ -58,24 +67,23 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Opens the writer's own connection and starts its task on the current
-    /// runtime. `gate` is held while a batch is written and committed.
-    pub(super) async fn start(
-        options: &SqliteConnectOptions,
-        gate: Arc<Mutex<SqliteConnection>>,
+    /// Starts the batch thread on `conn` (the store's write connection) and
+    /// the checkpoint thread on `checkpointer`.
+    pub(super) fn start(
+        conn: Arc<Mutex<Connection>>,
+        checkpointer: Connection,
+        wal: PathBuf,
     ) -> StoreResult<Self> {
-        let conn = options
-            .clone()
-            .synchronous(SqliteSynchronous::Normal)
-            .connect()
-            .await
-            .map_err(map_err)?;
-        let mut wal = options.get_filename().as_os_str().to_owned();
-        wal.push("-wal");
         let (tx, rx) = mpsc::channel(4 * MAX_BATCH);
-        let checkpointer = options.clone().connect().await.map_err(map_err)?;
-        tokio::spawn(checkpoint(checkpointer, tx.downgrade()));
-        tokio::spawn(run(conn, PathBuf::from(wal), rx, gate));
+        let weak = tx.downgrade();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint(checkpointer, weak))
+            .map_err(|e| StoreError::Unavailable(format!("starting the checkpointer: {e}")))?;
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || run(conn, wal, rx))
+            .map_err(|e| StoreError::Unavailable(format!("starting the writer: {e}")))?;
         Ok(Self { tx })
     }
 
@@ -92,30 +100,26 @@ impl Writer {
     }
 }
 
-async fn run(
-    mut conn: SqliteConnection,
-    wal: PathBuf,
-    mut rx: mpsc::Receiver<Job>,
-    gate: Arc<Mutex<SqliteConnection>>,
-) {
+fn run(conn: Arc<Mutex<Connection>>, wal: PathBuf, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
         let mut results = {
-            let _gate = gate.lock().await;
-            match write_batch(&mut conn, &jobs).await {
+            let conn = lock(&conn);
+            match write_batch(&conn, &jobs) {
                 Ok(results) => results,
                 // Something in the batch failed and it was rolled back: give
                 // each write its own transaction and its own answer.
-                Err(_) => {
-                    let mut results = Vec::with_capacity(jobs.len());
-                    for job in &jobs {
-                        results.push(write_one(&mut conn, &job.op).await);
-                    }
-                    results
-                }
+                Err(_) => jobs.iter().map(|job| write_one(&conn, &job.op)).collect(),
             }
         };
-        if let Err(e) = sync(&wal).await {
+        if let Err(e) = sync(&wal) {
             // Committed but maybe not on disk: nobody may count on it.
             for r in &mut results {
                 if r.is_ok() {
@@ -127,57 +131,46 @@ async fn run(
             let _ = job.reply.send(result);
         }
     }
-    let _ = conn.close().await;
 }
 
 /// How often the background checkpoint runs.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// Copies committed pages from the WAL into the database file every
 /// `CHECKPOINT_EVERY`, until the writer is gone. `PASSIVE` never blocks a
 /// writer; pages still in use by a reader wait for the next round.
-async fn checkpoint(mut conn: SqliteConnection, writer: mpsc::WeakSender<Job>) {
-    let mut ticker = tokio::time::interval(CHECKPOINT_EVERY);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+fn checkpoint(conn: Connection, writer: mpsc::WeakSender<Job>) {
     loop {
-        ticker.tick().await;
+        std::thread::sleep(CHECKPOINT_EVERY);
         if writer.upgrade().is_none() {
             break;
         }
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut conn)
-            .await
-        {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "WAL checkpoint failed; the next round retries");
         }
     }
-    let _ = conn.close().await;
 }
 
 /// `fdatasync` of the WAL file: what `synchronous=FULL` does at commit.
-async fn sync(wal: &std::path::Path) -> std::io::Result<()> {
-    let wal = wal.to_path_buf();
-    tokio::task::spawn_blocking(move || std::fs::File::open(wal)?.sync_data())
-        .await
-        .map_err(std::io::Error::other)?
+pub(super) fn sync(wal: &Path) -> std::io::Result<()> {
+    std::fs::File::open(wal)?.sync_data()
 }
 
-async fn write_batch(
-    conn: &mut SqliteConnection,
-    jobs: &[Job],
-) -> StoreResult<Vec<StoreResult<Done>>> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-    // Clicks go in by many rows a statement (one round trip to SQLite's
-    // thread each); an error drops `tx`, which rolls the whole batch back.
+fn write_batch(conn: &Connection, jobs: &[Job]) -> StoreResult<Vec<StoreResult<Done>>> {
+    let mut tx =
+        rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+            .map_err(map_err)?;
+    // Clicks go in by many rows a statement; an error drops `tx`, which
+    // rolls the whole batch back.
     let clicks: Vec<&Click> = jobs
         .iter()
         .filter_map(|j| match &j.op {
             Op::Click(c) => Some(&**c),
-            Op::Event(_) => None,
+            _ => None,
         })
         .collect();
     for rows in clicks.chunks(CLICKS_PER_STATEMENT) {
-        insert_clicks(&mut tx, rows).await?;
+        insert_clicks(&tx, rows)?;
     }
     // Events with a dedup key seen first in this batch go in many rows a
     // statement too, their ids read back by key; the others (no key, or a
@@ -187,14 +180,14 @@ async fn write_batch(
         .iter()
         .filter_map(|j| match &j.op {
             Op::Event(e) => e.dedup_key.as_ref().map(|k| (k, &**e)),
-            Op::Click(_) => None,
+            _ => None,
         })
         .filter(|(k, _)| seen.insert(k.as_str()))
         .map(|(_, e)| e)
         .collect();
     let mut ids = HashMap::new();
     for rows in grouped.chunks(EVENTS_PER_STATEMENT) {
-        insert_events(&mut tx, rows, &mut ids).await?;
+        insert_events(&tx, rows, &mut ids)?;
     }
     let mut in_group: HashSet<&str> = grouped
         .iter()
@@ -202,16 +195,28 @@ async fn write_batch(
         .collect();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
-        results.push(Ok(match &job.op {
-            Op::Click(_) => Done::Click,
+        results.push(match &job.op {
+            Op::Click(_) => Ok(Done::Click),
             Op::Event(e) => match e.dedup_key.as_deref() {
                 // The first of its key in the batch: inserted above.
-                Some(k) if in_group.remove(k) => Done::Event(ids.get(k).copied()),
-                _ => execute(&mut tx, &job.op).await?,
+                Some(k) if in_group.remove(k) => Ok(Done::Event(ids.get(k).copied())),
+                _ => Ok(Done::Event(insert_event(&tx, e)?)),
             },
-        }));
+            // A write of its own may fail alone (a name taken): its
+            // savepoint is rolled back, the rest of the batch commits.
+            Op::Exec(exec) => {
+                let mut sp = tx.savepoint().map_err(map_err)?;
+                match exec(&sp) {
+                    Ok(rows) => sp.commit().map_err(map_err).map(|_| Done::Rows(rows)),
+                    Err(e) => {
+                        sp.rollback().map_err(map_err)?;
+                        Err(e)
+                    }
+                }
+            }
+        });
     }
-    tx.commit().await.map_err(map_err)?;
+    tx.commit().map_err(map_err)?;
     Ok(results)
 }
 
@@ -220,128 +225,68 @@ const EVENTS_PER_STATEMENT: usize = 64;
 
 /// Inserts `events` (distinct dedup keys) and records the id of each one
 /// inserted; a key already stored inserts nothing and gets no id.
-async fn insert_events(
-    conn: &mut SqliteConnection,
+fn insert_events(
+    conn: &Connection,
     events: &[&NewEvent],
     ids: &mut HashMap<String, i64>,
 ) -> StoreResult<()> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "INSERT INTO webhook_events (dedup_key, stripe_event_id, event_type, account, \
-         livemode, api_version, endpoint, endpoint_client_id, source, received_at, headers, \
-         body, verification, verification_reason, client_id, client_method, processing) ",
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let sql = format!(
+        "{INSERT_EVENT_COLS} VALUES {} ON CONFLICT(dedup_key) DO NOTHING RETURNING id, dedup_key",
+        vec![row; events.len()].join(", ")
     );
-    q.push_values(events, |mut row, e| {
-        row.push_bind(&e.dedup_key)
-            .push_bind(&e.stripe_event_id)
-            .push_bind(&e.event_type)
-            .push_bind(&e.account)
-            .push_bind(e.livemode)
-            .push_bind(&e.api_version)
-            .push_bind(&e.endpoint)
-            .push_bind(&e.endpoint_client_id)
-            .push_bind(source_str(e.source))
-            .push_bind(e.received_at)
-            .push_bind(&e.headers)
-            .push_bind(&e.body)
-            .push_bind(verification_str(e.verification))
-            .push_bind(e.verification_reason.map(|r| r.as_str()))
-            .push_bind(&e.client_id)
-            .push_bind(e.client_method.map(|m| m.as_str()))
-            .push_bind(e.processing.as_str());
-    });
-    q.push(" ON CONFLICT(dedup_key) DO NOTHING RETURNING id, dedup_key");
-    let rows: Vec<(i64, String)> = q
-        .build_query_as()
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(map_err)?;
-    ids.extend(rows.into_iter().map(|(id, key)| (key, id)));
+    let args: Vec<Value> = events.iter().flat_map(|e| event_params(e)).collect();
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    let mut rows = stmt.query(params_from_iter(args)).map_err(map_err)?;
+    while let Some(r) = rows.next().map_err(map_err)? {
+        ids.insert(r.get(1).map_err(map_err)?, r.get(0).map_err(map_err)?);
+    }
     Ok(())
 }
 
-/// Rows of one multi-row click insert (10 parameters a row, far below
-/// SQLite's limit).
+/// Rows of one multi-row click insert (10 parameters a row).
 const CLICKS_PER_STATEMENT: usize = 128;
 
-async fn insert_clicks(conn: &mut SqliteConnection, clicks: &[&Click]) -> StoreResult<()> {
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+fn insert_clicks(conn: &Connection, clicks: &[&Click]) -> StoreResult<()> {
+    let sql = format!(
         "INSERT INTO clicks (id, link_id, client_id, at, visitor_id, referrer, landing_url, \
-         user_agent, ip_hash, bot) ",
+         user_agent, ip_hash, bot) VALUES {}",
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; clicks.len()].join(", ")
     );
-    q.push_values(clicks, |mut row, c| {
-        row.push_bind(&c.id)
-            .push_bind(&c.link_id)
-            .push_bind(&c.client_id)
-            .push_bind(c.at)
-            .push_bind(&c.visitor_id)
-            .push_bind(&c.referrer)
-            .push_bind(&c.landing_url)
-            .push_bind(&c.user_agent)
-            .push_bind(&c.ip_hash)
-            .push_bind(c.bot);
-    });
-    q.build().execute(&mut *conn).await.map_err(map_err)?;
+    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
+    let args: Vec<Value> = clicks
+        .iter()
+        .flat_map(|c| {
+            [
+                Value::Text(c.id.clone()),
+                Value::Text(c.link_id.clone()),
+                Value::Text(c.client_id.clone()),
+                Value::Integer(c.at),
+                text(&c.visitor_id),
+                text(&c.referrer),
+                text(&c.landing_url),
+                text(&c.user_agent),
+                text(&c.ip_hash),
+                Value::Integer(c.bot.into()),
+            ]
+        })
+        .collect();
+    conn.prepare_cached(&sql)
+        .map_err(map_err)?
+        .execute(params_from_iter(args))
+        .map_err(map_err)?;
     Ok(())
 }
 
-async fn write_one(conn: &mut SqliteConnection, op: &Op) -> StoreResult<Done> {
-    let mut tx = conn.begin_with("BEGIN IMMEDIATE").await.map_err(map_err)?;
-    let done = execute(&mut tx, op).await?;
-    tx.commit().await.map_err(map_err)?;
+/// One write in a transaction of its own.
+pub(super) fn write_one(conn: &Connection, op: &Op) -> StoreResult<Done> {
+    let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
+        .map_err(map_err)?;
+    let done = match op {
+        Op::Click(click) => catalog::insert_click(&tx, click).map(|_| Done::Click),
+        Op::Event(event) => insert_event(&tx, event).map(Done::Event),
+        Op::Exec(exec) => exec(&tx).map(Done::Rows),
+    }?;
+    tx.commit().map_err(map_err)?;
     Ok(done)
-}
-
-async fn execute(conn: &mut SqliteConnection, op: &Op) -> StoreResult<Done> {
-    match op {
-        Op::Click(click) => {
-            sqlx::query(
-                "INSERT INTO clicks (id, link_id, client_id, at, visitor_id, referrer, \
-                 landing_url, user_agent, ip_hash, bot) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&click.id)
-            .bind(&click.link_id)
-            .bind(&click.client_id)
-            .bind(click.at)
-            .bind(&click.visitor_id)
-            .bind(&click.referrer)
-            .bind(&click.landing_url)
-            .bind(&click.user_agent)
-            .bind(&click.ip_hash)
-            .bind(click.bot)
-            .execute(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            Ok(Done::Click)
-        }
-        Op::Event(event) => {
-            let id: Option<i64> = sqlx::query_scalar(
-                "INSERT INTO webhook_events (dedup_key, stripe_event_id, event_type, account, \
-                 livemode, api_version, endpoint, endpoint_client_id, source, received_at, \
-                 headers, body, verification, verification_reason, client_id, client_method, \
-                 processing) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-                 ON CONFLICT(dedup_key) DO NOTHING RETURNING id",
-            )
-            .bind(&event.dedup_key)
-            .bind(&event.stripe_event_id)
-            .bind(&event.event_type)
-            .bind(&event.account)
-            .bind(event.livemode)
-            .bind(&event.api_version)
-            .bind(&event.endpoint)
-            .bind(&event.endpoint_client_id)
-            .bind(source_str(event.source))
-            .bind(event.received_at)
-            .bind(&event.headers)
-            .bind(&event.body)
-            .bind(verification_str(event.verification))
-            .bind(event.verification_reason.map(|r| r.as_str()))
-            .bind(&event.client_id)
-            .bind(event.client_method.map(|m| m.as_str()))
-            .bind(event.processing.as_str())
-            .fetch_optional(&mut *conn)
-            .await
-            .map_err(map_err)?;
-            Ok(Done::Event(id))
-        }
-    }
 }

@@ -4,7 +4,9 @@
 //! Invariant: nothing here answers "accepted" unless `insert_event` returned,
 //! i.e. the raw body is durably committed.
 
-use crate::storage::StoreError;
+use tokio::sync::oneshot;
+
+use crate::storage::{StoreError, UnitEnd};
 use crate::stripe::event::{self, Envelope, EventFacts, PaymentFacts, PaymentSource};
 
 use super::client::{suspect_client, verify_delivery, Verdict};
@@ -180,13 +182,12 @@ impl Tracker {
                 Ok(IngestOutcome::UnknownEndpoint { event_id })
             }
             Ok((envelope, value)) => {
-                self.process_logged(
+                self.process_batched(Pending {
                     event_id,
-                    &envelope,
-                    &value,
-                    verified_by.as_deref(),
-                    EventSource::Push,
-                )
+                    envelope,
+                    value,
+                    verified_by,
+                })
                 .await;
                 Ok(match reason {
                     None => IngestOutcome::Accepted {
@@ -278,8 +279,12 @@ impl Tracker {
         source: EventSource,
     ) {
         let result = self
-            .process(event_id, envelope, value, verified_by, source)
+            .process(event_id, envelope, value, verified_by, source, false)
             .await;
+        self.record_processing(event_id, result).await;
+    }
+
+    async fn record_processing(&self, event_id: i64, result: DomainResult<Processed>) {
         let (client, processing, error) = match &result {
             Ok(Processed { client, processing }) => (client.clone(), *processing, None),
             Err(e) => {
@@ -298,6 +303,100 @@ impl Tracker {
         }
     }
 
+    /// Processes a newly stored delivery together with the others waiting
+    /// (group processing): the first caller to find no batch running takes
+    /// every event queued and processes them under one purchase lock, in one
+    /// unit of work (one commit; a savepoint per event, so that one event's
+    /// failure undoes only its own writes), then wakes their callers.
+    /// Returns once this event is processed, or once the batch that held it
+    /// was abandoned (the event then stays `pending` for the sweep).
+    async fn process_batched(&self, pending: Pending) {
+        let (done, mut finished) = oneshot::channel();
+        self.batch.push(Queued { pending, done });
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut finished => return,
+                _leader = self.batch.leader.lock() => {
+                    let jobs = self.batch.take();
+                    if !jobs.is_empty() {
+                        self.process_jobs(jobs).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn process_jobs(&self, jobs: Vec<Queued>) {
+        let _guard = self.purchase_lock.lock().await;
+        let committed = self
+            .store
+            .unit(Box::pin(async {
+                for job in &jobs {
+                    if let Err(e) = self.process_in_unit(&job.pending).await {
+                        // The store cannot serve: the rest stay pending for
+                        // the sweep, and their callers are answered now.
+                        tracing::warn!(error = %e, "store unavailable; ending the processing batch early");
+                        break;
+                    }
+                }
+                UnitEnd::Commit
+            }))
+            .await;
+        if let Err(e) = committed {
+            tracing::error!(
+                events = jobs.len(),
+                error = %e,
+                "a batch of processed events could not be committed; they stay pending for the sweep"
+            );
+        }
+        for job in jobs {
+            let _ = job.done.send(());
+        }
+    }
+
+    /// Processes one event of a batch in a unit of its own (a savepoint),
+    /// then records the result. The caller holds `purchase_lock`. An error
+    /// says the store could not serve.
+    async fn process_in_unit(&self, p: &Pending) -> Result<(), StoreError> {
+        let mut result = None;
+        let unit = self
+            .store
+            .unit(Box::pin(async {
+                let r = self
+                    .process(
+                        p.event_id,
+                        &p.envelope,
+                        &p.value,
+                        p.verified_by.as_deref(),
+                        EventSource::Push,
+                        true,
+                    )
+                    .await;
+                let end = match r {
+                    Ok(_) => UnitEnd::Commit,
+                    Err(_) => UnitEnd::Rollback,
+                };
+                result = Some(r);
+                end
+            }))
+            .await;
+        let result = match (unit, result) {
+            (Ok(()), Some(r)) => r,
+            (Err(e), _) => Err(e.into()),
+            (Ok(()), None) => Err(DomainError::invalid("processing did not run")),
+        };
+        let unavailable = match &result {
+            Err(DomainError::Store(StoreError::Unavailable(e))) => {
+                Some(StoreError::Unavailable(e.clone()))
+            }
+            _ => None,
+        };
+        self.record_processing(p.event_id, result).await;
+        unavailable.map_or(Ok(()), Err)
+    }
+
+    /// `held`: the caller holds `purchase_lock` already.
     async fn process(
         &self,
         event_id: i64,
@@ -305,6 +404,7 @@ impl Tracker {
         value: &serde_json::Value,
         verified_by: Option<&str>,
         source: EventSource,
+        held: bool,
     ) -> DomainResult<Processed> {
         let facts =
             event::extract(envelope, value).map_err(|e| DomainError::invalid(e.to_string()))?;
@@ -363,7 +463,10 @@ impl Tracker {
             livemode: envelope.livemode,
             client_method: method,
         };
-        let _guard = self.purchase_lock.lock().await;
+        let _guard = match held {
+            true => None,
+            false => Some(self.purchase_lock.lock().await),
+        };
         // Other instances on the same database take turns too.
         let _held = self.store.lock_purchases(&[&client.id]).await?;
         self.apply_facts(&client, &ctx, facts).await?;
@@ -805,6 +908,51 @@ pub fn stored_signature(headers_json: &str) -> Option<String> {
 struct Processed {
     client: Option<(String, ClientMethod)>,
     processing: Processing,
+}
+
+/// A stored, parsed delivery waiting to be processed.
+pub(crate) struct Pending {
+    event_id: i64,
+    envelope: Envelope,
+    value: serde_json::Value,
+    verified_by: Option<String>,
+}
+
+struct Queued {
+    pending: Pending,
+    done: oneshot::Sender<()>,
+}
+
+/// Most events one batch processes.
+const MAX_BATCH: usize = 256;
+
+/// Deliveries waiting for group processing (`Tracker::process_batched`).
+#[derive(Default)]
+pub(crate) struct Batch {
+    queue: std::sync::Mutex<Vec<Queued>>,
+    /// Held by the caller that processes the current batch.
+    leader: tokio::sync::Mutex<()>,
+}
+
+impl Batch {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Vec<Queued>> {
+        // The queue is only pushed to and drained: a panic elsewhere cannot
+        // leave it half-changed.
+        self.queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, job: Queued) {
+        self.queue().push(job);
+    }
+
+    /// Takes up to `MAX_BATCH` jobs, oldest first.
+    fn take(&self) -> Vec<Queued> {
+        let mut queue = self.queue();
+        let n = queue.len().min(MAX_BATCH);
+        queue.drain(..n).collect()
+    }
 }
 
 struct FactContext {

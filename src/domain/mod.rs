@@ -72,6 +72,8 @@ pub struct Tracker {
     /// Serialises the read-derive-write of purchases within this process,
     /// so that concurrent events of one sale cannot both create it.
     pub(crate) purchase_lock: Mutex<()>,
+    /// Deliveries waiting to be processed together (`ingest.rs`).
+    pub(crate) batch: ingest::Batch,
     pub(crate) ip_salt: String,
     /// False only in the benchmark's baseline server (`src/bin/bench`):
     /// redirects are answered without storing the click.
@@ -86,6 +88,7 @@ impl Tracker {
             store,
             config,
             purchase_lock: Mutex::new(()),
+            batch: ingest::Batch::default(),
             ip_salt: salt,
             click_writes: true,
         })

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::future::BoxFuture;
 
 use crate::domain::model::*;
 use crate::domain::report::*;
@@ -70,6 +71,13 @@ impl std::fmt::Debug for StoreLock {
     }
 }
 
+/// How a unit of work (`Store::unit`) ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UnitEnd {
+    Commit,
+    Rollback,
+}
+
 /// Everything salestrack keeps. Implemented by `SqliteStore` and `PgStore`;
 /// the same contract tests (`contract.rs`) run on both.
 #[async_trait]
@@ -92,6 +100,20 @@ pub trait Store: Send + Sync + 'static {
     /// instance a second taker waits for the first run to end.
     async fn try_lock_job(&self, _job: &str) -> StoreResult<Option<StoreLock>> {
         Ok(Some(StoreLock::noop()))
+    }
+
+    /// Runs `work` as one unit of work. On SQLite every store call this task
+    /// makes while `work` runs goes to one held connection inside one
+    /// transaction (a savepoint when units nest), committed or rolled back
+    /// as `work` says, so that a batch of events costs one commit instead of
+    /// one per write. The default (PostgreSQL, where several instances
+    /// share the database) runs `work` as it is: each call commits on its
+    /// own, which the domain tolerates because everything written here can
+    /// be derived again. Work inside a unit must not wait for another task
+    /// that uses the store.
+    async fn unit<'a>(&'a self, work: BoxFuture<'a, UnitEnd>) -> StoreResult<()> {
+        work.await;
+        Ok(())
     }
 
     // ---- settings -------------------------------------------------------

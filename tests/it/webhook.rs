@@ -6,7 +6,7 @@ use std::sync::Arc;
 use salestrack::domain::client::ClientIn;
 use salestrack::domain::model::*;
 use salestrack::domain::report::*;
-use salestrack::storage::{DynStore, Store, StoreError, StoreResult};
+use salestrack::storage::{DynStore, Store, StoreError, StoreResult, UnitEnd};
 use salestrack::stripe::signature::header_for;
 use serde_json::{json, Value};
 
@@ -1173,10 +1173,18 @@ async fn a_client_url_naming_no_client_is_a_404_unknown_client_and_the_event_is_
 struct FaultyStore {
     inner: DynStore,
     down: Arc<AtomicBool>,
+    /// Saving the conversion of this purchase key fails (a conflict).
+    refuse_key: Option<String>,
 }
 
 #[async_trait::async_trait]
 impl Store for FaultyStore {
+    async fn unit<'a>(
+        &'a self,
+        work: futures_util::future::BoxFuture<'a, UnitEnd>,
+    ) -> StoreResult<()> {
+        self.inner.unit(work).await
+    }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
@@ -1337,6 +1345,9 @@ impl Store for FaultyStore {
             .await
     }
     async fn save_conversion(&self, conversion: &Conversion) -> StoreResult<()> {
+        if self.refuse_key.as_deref() == Some(conversion.purchase_key.as_str()) {
+            return Err(StoreError::Conflict("refused by the test".into()));
+        }
         self.inner.save_conversion(conversion).await
     }
     async fn merge_conversion(&self, from_id: &str, into_id: &str) -> StoreResult<()> {
@@ -1407,7 +1418,11 @@ impl Store for FaultyStore {
 async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_accepted() {
     let down = Arc::new(AtomicBool::new(false));
     let flag = down.clone();
-    let app = spawn_app_with!(move |inner| Arc::new(FaultyStore { inner, down: flag }) as DynStore);
+    let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
+        inner,
+        down: flag,
+        refuse_key: None,
+    }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
     down.store(true, Ordering::SeqCst);
@@ -1439,4 +1454,85 @@ async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_a
     let events = app.events().await;
     assert_eq!(only_event(&events).body, body);
     assert_eq!(app.conversions().await.len(), 1);
+}
+
+/// Two payments of one customer, told apart by their ids.
+fn payment(n: u32) -> Vec<u8> {
+    let mut v = fixture_json("payment_intent_succeeded.json");
+    v["id"] = json!(format!("evt_batch_{n}"));
+    v["data"]["object"]["id"] = json!(format!("pi_batch_{n}"));
+    v["data"]["object"]["latest_charge"] = json!(format!("ch_batch_{n}"));
+    serde_json::to_vec_pretty(&v).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_processing_fails_undoes_only_its_own_writes() {
+    // Deliveries are processed in batches, one savepoint each: the failing
+    // one leaves no fact or alias behind and is marked failed; the others
+    // (in its batch or not) are processed and kept.
+    let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
+        inner,
+        down: Arc::new(AtomicBool::new(false)),
+        refuse_key: Some("pi_batch_3".into()),
+    }) as DynStore);
+    let client = app.add_client("acme", Some(SECRET_A)).await;
+    let answers =
+        futures_util::future::join_all((0..8).map(|n| app.deliver(&client, SECRET_A, payment(n))))
+            .await;
+    for a in answers {
+        assert_eq!(a.status(), 200, "every stored delivery is acknowledged");
+    }
+    let conversions = app.conversions().await;
+    let mut keys: Vec<&str> = conversions
+        .iter()
+        .map(|c| c.purchase_key.as_str())
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "pi_batch_0",
+            "pi_batch_1",
+            "pi_batch_2",
+            "pi_batch_4",
+            "pi_batch_5",
+            "pi_batch_6",
+            "pi_batch_7"
+        ]
+    );
+    let events = app.events().await;
+    assert_eq!(events.len(), 8);
+    let failed: Vec<&StoredEvent> = events
+        .iter()
+        .filter(|e| e.processing == Processing::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{events:?}");
+    assert_eq!(failed[0].stripe_event_id.as_deref(), Some("evt_batch_3"));
+    assert!(failed[0]
+        .processing_error
+        .as_deref()
+        .is_some_and(|e| e.contains("refused by the test")));
+    let store = app.tracker.store();
+    if !app.db_url.starts_with("sqlite") {
+        // PostgreSQL has no units of work (each call commits): what the
+        // failed event wrote stays until its retry derives it again.
+        return;
+    }
+    assert!(store
+        .facts_for_purchase(&client.id, "pi_batch_3")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store.resolve_alias(&client.id, "ch_batch_3").await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .facts_for_purchase(&client.id, "pi_batch_4")
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }

@@ -152,7 +152,9 @@ pub async fn redirect(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow:
 
 async fn count(db_url: &str, sql: &str) -> anyhow::Result<i64> {
     let store = salestrack::storage::sqlite::SqliteStore::open(db_url).await?;
-    Ok(store.with_write_connection(|c| c.query_row(sql, [], |r| r.get(0)))?)
+    Ok(store
+        .with_write_connection(|c| c.query_row(sql, [], |r| r.get(0)))
+        .await?)
 }
 
 pub fn cleanup(db: &Path) {

@@ -116,6 +116,6 @@ pub async fn insert_clicks(db_url: &str, client_id: &str, count: u64) -> anyhow:
             from = to;
         }
         Ok(())
-    })?;
+    }).await?;
     Ok(())
 }

@@ -275,21 +275,23 @@ async fn sqlite_schema() -> Schema {
     let url = format!("sqlite://{}", dir.path().join("schema.db").display());
     let s = SqliteStore::open(&url).await.unwrap();
     s.migrate().await.unwrap();
-    let rows: Vec<(String, String)> = s.with_write_connection(|c| {
-        let mut stmt = c
-            .prepare(
-                "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
+    let rows: Vec<(String, String)> = s
+        .with_write_connection(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p \
                  WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%' \
                  ORDER BY m.name, p.cid",
-            )
-            .unwrap();
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        rows
-    });
+                )
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            rows
+        })
+        .await;
     let mut schema = Schema::new();
     for (table, column) in rows {
         schema.entry(table).or_default().push(column);

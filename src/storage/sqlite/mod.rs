@@ -30,7 +30,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use rusqlite::Connection;
 
-use super::{redact_url, Store, StoreError, StoreResult};
+use super::{redact_url, Store, StoreError, StoreResult, UnitEnd};
 use crate::domain::model::*;
 use crate::domain::report::*;
 
@@ -41,6 +41,7 @@ mod reports;
 mod rows;
 #[cfg(test)]
 mod tests;
+mod unit;
 mod writer;
 
 use rows::{map_err, not_found_unless_one};
@@ -51,14 +52,15 @@ const READERS: usize = 4;
 
 pub struct SqliteStore {
     conns: Arc<Conns>,
-    /// Group commit (`None` for an in-memory database, which lives in its
-    /// one connection).
-    writer: Option<writer::Writer>,
+    /// Group commit and the WAL file it syncs (`None` for an in-memory
+    /// database, which lives in its one connection).
+    writer: Option<(writer::Writer, PathBuf)>,
 }
 
 struct Conns {
-    /// Every write of the process goes through this connection.
-    write: Arc<Mutex<Connection>>,
+    /// Every write of the process goes through this connection; a unit of
+    /// work holds it for its whole transaction.
+    write: Arc<tokio::sync::Mutex<Connection>>,
     /// Connections for reads (empty for an in-memory database: reads use
     /// `write`).
     readers: Vec<Mutex<Connection>>,
@@ -73,12 +75,10 @@ pub(super) fn lock(conn: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 impl Conns {
-    /// A free reader if there is one, else the next in turn once it is free.
+    /// A free reader if there is one, else the next in turn once it is
+    /// free. File databases only (`readers` is not empty).
     fn reader(&self) -> MutexGuard<'_, Connection> {
         let n = self.readers.len();
-        if n == 0 {
-            return lock(&self.write);
-        }
         let first = self.next_reader.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
             if let Ok(conn) = self.readers[(first + i) % n].try_lock() {
@@ -135,7 +135,7 @@ impl SqliteStore {
                     .map_err(map_err)?;
                 return Ok(Self {
                     conns: Arc::new(Conns {
-                        write: Arc::new(Mutex::new(conn)),
+                        write: Arc::new(tokio::sync::Mutex::new(conn)),
                         readers: Vec::new(),
                         next_reader: AtomicUsize::new(0),
                     }),
@@ -162,15 +162,15 @@ impl SqliteStore {
         .await
         .map_err(|e| StoreError::Unavailable(format!("opening the database: {e}")))?;
         let (write, readers, checkpointer, wal) = opened?;
-        let write = Arc::new(Mutex::new(write));
-        let writer = writer::Writer::start(write.clone(), checkpointer, wal)?;
+        let write = Arc::new(tokio::sync::Mutex::new(write));
+        let writer = writer::Writer::start(write.clone(), checkpointer, wal.clone())?;
         Ok(Self {
             conns: Arc::new(Conns {
                 write,
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
-            writer: Some(writer),
+            writer: Some((writer, wal)),
         })
     }
 
@@ -184,14 +184,26 @@ impl SqliteStore {
                 "../../../migrations/sqlite/0002_conversions_email_lower.sql"
             )),
         ]);
-        let mut conn = lock(&self.conns.write);
+        let mut conn = self.conns.write.lock().await;
         migrations
             .to_latest(&mut conn)
             .map_err(|e| StoreError::Migration(e.to_string()))
     }
 
-    /// Runs `f` on a reader connection, here.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    /// This store's identity, to tell its units from another store's.
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.conns) as usize
+    }
+
+    /// Runs `f` on a reader connection, here (inside a unit of work: on
+    /// the unit's connection, which sees the unit's own writes).
+    async fn read<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        if unit::active(self.id()) {
+            return unit::with(f);
+        }
+        if self.conns.readers.is_empty() {
+            return f(&*self.conns.write.lock().await);
+        }
         f(&self.conns.reader())
     }
 
@@ -201,6 +213,9 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        if unit::active(self.id()) || self.conns.readers.is_empty() {
+            return self.read(f).await;
+        }
         let conns = self.conns.clone();
         tokio::task::spawn_blocking(move || f(&conns.reader()))
             .await
@@ -208,9 +223,13 @@ impl SqliteStore {
     }
 
     /// Writes derived data on the write connection, here, in one
-    /// transaction, without an fsync of its own (see the module's doc).
-    fn derive<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let conn = lock(&self.conns.write);
+    /// transaction (or the current unit's), without an fsync of its own
+    /// (see the module's doc).
+    async fn derive<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        if unit::active(self.id()) {
+            return unit::with(f);
+        }
+        let conn = self.conns.write.lock().await;
         let tx =
             rusqlite::Transaction::new_unchecked(&conn, rusqlite::TransactionBehavior::Immediate)
                 .map_err(map_err)?;
@@ -234,36 +253,59 @@ impl SqliteStore {
     }
 
     async fn write_op(&self, op: Op) -> StoreResult<Done> {
+        if unit::active(self.id()) {
+            // The unit holds the connection: write here, sync at its commit.
+            unit::needs_sync();
+            return unit::with(|c| writer::execute(c, &op));
+        }
         match &self.writer {
-            Some(writer) => writer.write(op).await,
-            None => writer::write_one(&lock(&self.conns.write), &op),
+            Some((writer, _)) => writer.write(op).await,
+            None => writer::write_one(&*self.conns.write.lock().await, &op),
         }
     }
 
     /// Runs `f` on the write connection, outside any transaction: for the
     /// benchmark's bulk loads and for tests.
-    pub fn with_write_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        f(&lock(&self.conns.write))
+    pub async fn with_write_connection<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&*self.conns.write.lock().await)
     }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn unit<'a>(
+        &'a self,
+        work: futures_util::future::BoxFuture<'a, UnitEnd>,
+    ) -> StoreResult<()> {
+        if unit::active(self.id()) {
+            return unit::nested(work).await;
+        }
+        let conn = self.conns.write.clone().lock_owned().await;
+        let wal = self.writer.as_ref().map(|(_, wal)| wal.clone());
+        let sync = std::sync::Arc::new(move || match &wal {
+            Some(wal) => writer::sync(wal),
+            None => Ok(()),
+        });
+        unit::run(self.id(), conn, work, sync).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| rows::scalar::<i64>(c, "SELECT 1", []).map(drop))
+            .await
     }
 
     // ---- settings -----------------------------------------------------------
 
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
-        self.read(|c| catalog::get_setting(c, key))
+        self.read(|c| catalog::get_setting(c, key)).await
     }
 
     async fn init_setting(&self, key: &str, value: &str) -> StoreResult<String> {
         let (k, v) = (key.to_string(), value.to_string());
         self.durable(move |c| catalog::init_setting(c, &k, &v))
             .await?;
-        self.read(|c| catalog::get_setting(c, key))?
+        self.read(|c| catalog::get_setting(c, key))
+            .await?
             .ok_or(StoreError::NotFound)
     }
 
@@ -284,15 +326,16 @@ impl Store for SqliteStore {
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<Client>> {
-        self.read(catalog::list_clients)
+        self.read(catalog::list_clients).await
     }
 
     async fn get_client(&self, id: &str) -> StoreResult<Option<Client>> {
-        self.read(|c| catalog::client_where(c, "c.id", id))
+        self.read(|c| catalog::client_where(c, "c.id", id)).await
     }
 
     async fn find_client_by_name(&self, name: &str) -> StoreResult<Option<Client>> {
         self.read(|c| catalog::client_where(c, "c.name", name))
+            .await
     }
 
     async fn update_client_settings(
@@ -319,7 +362,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>> {
-        self.read(catalog::list_client_secrets)
+        self.read(catalog::list_client_secrets).await
     }
 
     // ---- links --------------------------------------------------------------
@@ -337,19 +380,23 @@ impl Store for SqliteStore {
             Some(id) => catalog::load_links(c, "l.client_id = ?", &[id]),
             None => catalog::load_links(c, "1 = 1", &[]),
         })
+        .await
     }
 
     async fn get_link(&self, id: &str) -> StoreResult<Option<Link>> {
         self.read(|c| catalog::load_links(c, "l.id = ?", &[id]))
+            .await
             .map(|links| links.into_iter().next())
     }
 
     async fn find_links_by_slug(&self, slug: &str) -> StoreResult<Vec<Link>> {
         self.read(|c| catalog::load_links(c, "l.slug = ?", &[slug]))
+            .await
     }
 
     async fn find_link(&self, client_id: &str, slug: &str) -> StoreResult<Option<Link>> {
         self.read(|c| catalog::load_links(c, "l.client_id = ? AND l.slug = ?", &[client_id, slug]))
+            .await
             .map(|links| links.into_iter().next())
     }
 
@@ -359,6 +406,7 @@ impl Store for SqliteStore {
         code: &str,
     ) -> StoreResult<Option<Link>> {
         self.read(|c| catalog::find_link_by_promo_code(c, client_id, code))
+            .await
     }
 
     // ---- clicks -------------------------------------------------------------
@@ -371,6 +419,7 @@ impl Store for SqliteStore {
 
     async fn get_click(&self, client_id: &str, click_id: &str) -> StoreResult<Option<Click>> {
         self.read(|c| catalog::get_click(c, client_id, click_id))
+            .await
     }
 
     async fn latest_click(
@@ -380,10 +429,12 @@ impl Store for SqliteStore {
         to: Millis,
     ) -> StoreResult<Option<Click>> {
         self.read(|c| catalog::latest_click(c, client_id, from, to))
+            .await
     }
 
     async fn recent_clicks_for_link(&self, link_id: &str, limit: i64) -> StoreResult<Vec<Click>> {
         self.read(|c| catalog::recent_clicks_for_link(c, link_id, limit))
+            .await
     }
 
     async fn count_clicks(&self, client_id: Option<&str>) -> StoreResult<i64> {
@@ -407,7 +458,7 @@ impl Store for SqliteStore {
         let key = event.dedup_key.as_deref().ok_or_else(|| {
             StoreError::Unavailable("event insert returned no id without a dedup key".into())
         })?;
-        match self.read(|c| events::event_by_dedup_key(c, key))? {
+        match self.read(|c| events::event_by_dedup_key(c, key)).await? {
             Some(stored) => Ok(InsertEvent::Duplicate(Box::new(stored))),
             None => Err(StoreError::Unavailable(
                 "duplicate event vanished before it could be read".into(),
@@ -416,11 +467,11 @@ impl Store for SqliteStore {
     }
 
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>> {
-        self.read(|c| events::get_event(c, id))
+        self.read(|c| events::get_event(c, id)).await
     }
 
     async fn record_delivery(&self, id: i64) -> StoreResult<()> {
-        not_found_unless_one(self.derive(|c| events::record_delivery(c, id))?)
+        not_found_unless_one(self.derive(|c| events::record_delivery(c, id)).await?)
     }
 
     async fn mark_event_verified(
@@ -456,6 +507,7 @@ impl Store for SqliteStore {
         reason: UnverifiedReason,
     ) -> StoreResult<()> {
         self.derive(|c| events::set_event_unverified_reason(c, id, reason))
+            .await
             .map(drop)
     }
 
@@ -467,7 +519,8 @@ impl Store for SqliteStore {
         error: Option<&str>,
     ) -> StoreResult<()> {
         not_found_unless_one(
-            self.derive(|c| events::set_event_processing(c, id, client, processing, error))?,
+            self.derive(|c| events::set_event_processing(c, id, client, processing, error))
+                .await?,
         )
     }
 
@@ -489,7 +542,9 @@ impl Store for SqliteStore {
     // ---- sale facts and purchase keys ---------------------------------------
 
     async fn upsert_fact(&self, fact: &SaleFact) -> StoreResult<()> {
-        self.derive(|c| conversions::upsert_fact(c, fact)).map(drop)
+        self.derive(|c| conversions::upsert_fact(c, fact))
+            .await
+            .map(drop)
     }
 
     async fn facts_for_purchase(
@@ -498,10 +553,12 @@ impl Store for SqliteStore {
         purchase_key: &str,
     ) -> StoreResult<Vec<SaleFact>> {
         self.read(|c| conversions::facts_for_purchase(c, client_id, purchase_key))
+            .await
     }
 
     async fn resolve_alias(&self, client_id: &str, alias: &str) -> StoreResult<Option<String>> {
         self.read(|c| conversions::resolve_alias(c, client_id, alias))
+            .await
     }
 
     async fn set_alias(&self, client_id: &str, alias: &str, purchase_key: &str) -> StoreResult<()> {
@@ -511,13 +568,14 @@ impl Store for SqliteStore {
             return Ok(());
         }
         self.derive(|c| conversions::set_alias(c, client_id, alias, purchase_key))
+            .await
             .map(drop)
     }
 
     // ---- conversions ----------------------------------------------------------
 
     async fn get_conversion(&self, id: &str) -> StoreResult<Option<Conversion>> {
-        self.read(|c| conversions::get_conversion(c, id))
+        self.read(|c| conversions::get_conversion(c, id)).await
     }
 
     async fn get_conversion_by_key(
@@ -526,6 +584,7 @@ impl Store for SqliteStore {
         purchase_key: &str,
     ) -> StoreResult<Option<Conversion>> {
         self.read(|c| conversions::get_conversion_by_key(c, client_id, purchase_key))
+            .await
     }
 
     #[tracing::instrument(skip_all)]
@@ -538,23 +597,32 @@ impl Store for SqliteStore {
                 .map(drop)
         } else {
             self.derive(|c| conversions::save_conversion(c, conversion))
+                .await
                 .map(drop)
         }
     }
 
     async fn merge_conversion(&self, from_id: &str, into_id: &str) -> StoreResult<()> {
-        not_found_unless_one(self.derive(|c| conversions::merge_conversion(c, from_id, into_id))?)
+        not_found_unless_one(
+            self.derive(|c| conversions::merge_conversion(c, from_id, into_id))
+                .await?,
+        )
     }
 
     async fn rekey_conversion(&self, id: &str, purchase_key: &str) -> StoreResult<()> {
-        not_found_unless_one(self.derive(|c| conversions::rekey_conversion(c, id, purchase_key))?)
+        not_found_unless_one(
+            self.derive(|c| conversions::rekey_conversion(c, id, purchase_key))
+                .await?,
+        )
     }
 
     async fn list_conversions(&self, filter: &ConversionFilter) -> StoreResult<Vec<Conversion>> {
         // One customer's or one purchase's conversions are an index seek;
         // anything else may scan.
         if filter.customer.is_some() || filter.purchase_key.is_some() {
-            return self.read(|c| conversions::list_conversions(c, filter));
+            return self
+                .read(|c| conversions::list_conversions(c, filter))
+                .await;
         }
         let filter = filter.clone();
         self.read_off(move |c| conversions::list_conversions(c, &filter))
@@ -572,6 +640,7 @@ impl Store for SqliteStore {
         self.read(|c| {
             conversions::customer_history(c, client_id, customer, email, before, exclude_id)
         })
+        .await
     }
 
     async fn orphan_ids(&self, client_id: Option<&str>, limit: i64) -> StoreResult<Vec<String>> {
@@ -589,16 +658,18 @@ impl Store for SqliteStore {
                 .map(drop)
         } else {
             self.derive(|c| conversions::add_history(c, entry))
+                .await
                 .map(drop)
         }
     }
 
     async fn list_history(&self, conversion_id: &str) -> StoreResult<Vec<HistoryEntry>> {
         self.read(|c| conversions::list_history(c, conversion_id))
+            .await
     }
 
     async fn get_history_entry(&self, id: i64) -> StoreResult<Option<HistoryEntry>> {
-        self.read(|c| conversions::get_history_entry(c, id))
+        self.read(|c| conversions::get_history_entry(c, id)).await
     }
 
     // ---- reports ----------------------------------------------------------------
@@ -644,7 +715,7 @@ impl Store for SqliteStore {
     }
 
     async fn get_session(&self, id_hash: &str, now: Millis) -> StoreResult<Option<AdminSession>> {
-        self.read(|c| catalog::get_session(c, id_hash, now))
+        self.read(|c| catalog::get_session(c, id_hash, now)).await
     }
 
     async fn delete_session(&self, id_hash: &str) -> StoreResult<()> {

@@ -23,7 +23,7 @@ async fn fresh() -> Option<(tempfile::TempDir, DynStore)> {
 
 contract_tests!(fresh);
 
-fn plan(s: &SqliteStore, sql: &str) -> String {
+async fn plan(s: &SqliteStore, sql: &str) -> String {
     s.with_write_connection(|c| {
         let mut stmt = c.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let details: Vec<String> = stmt
@@ -33,6 +33,7 @@ fn plan(s: &SqliteStore, sql: &str) -> String {
             .collect();
         details.join("\n")
     })
+    .await
 }
 
 #[tokio::test]
@@ -47,7 +48,8 @@ async fn latest_click_is_one_index_seek() {
                  WHERE client_id = 'c1' AND bot = 0 AND at <= 5{lower} \
                  ORDER BY at DESC LIMIT 1"
             ),
-        );
+        )
+        .await;
         assert!(plan.contains("USING INDEX clicks_client_bot_at"), "{plan}");
         assert!(
             plan.contains("at<?") || plan.contains("at>? AND at<?"),
@@ -69,11 +71,12 @@ async fn unknown_enum_text_is_corrupt() {
             [id],
         )
         .unwrap()
-    });
+    })
+    .await;
     assert!(matches!(s.get_event(id).await, Err(StoreError::Corrupt(_))));
 }
 
-fn pragma(s: &SqliteStore, name: &str) -> String {
+async fn pragma(s: &SqliteStore, name: &str) -> String {
     s.with_write_connection(|c| {
         c.query_row(&format!("PRAGMA {name}"), [], |r| {
             r.get::<_, rusqlite::types::Value>(0)
@@ -85,6 +88,7 @@ fn pragma(s: &SqliteStore, name: &str) -> String {
         })
         .unwrap()
     })
+    .await
 }
 
 #[tokio::test]
@@ -99,12 +103,16 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     let s = SqliteStore::open(&url).await.unwrap();
     s.migrate().await.unwrap();
     assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("v"));
-    assert_eq!(pragma(&s, "journal_mode"), "wal");
-    assert_eq!(pragma(&s, "user_version"), "2", "both migrations recorded");
+    assert_eq!(pragma(&s, "journal_mode").await, "wal");
+    assert_eq!(
+        pragma(&s, "user_version").await,
+        "2",
+        "both migrations recorded"
+    );
     // NORMAL: the writer syncs the WAL itself after each batch.
-    assert_eq!(pragma(&s, "synchronous"), "1");
-    assert_eq!(pragma(&s, "wal_autocheckpoint"), "0");
-    assert_eq!(pragma(&s, "foreign_keys"), "1");
+    assert_eq!(pragma(&s, "synchronous").await, "1");
+    assert_eq!(pragma(&s, "wal_autocheckpoint").await, "0");
+    assert_eq!(pragma(&s, "foreign_keys").await, "1");
 }
 
 #[tokio::test]
@@ -160,4 +168,108 @@ async fn in_memory_url_works() {
     s.migrate().await.unwrap();
     s.set_setting("k", "v").await.unwrap();
     assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("v"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_commits_or_rolls_back_as_a_whole() {
+    use crate::storage::UnitEnd;
+    let (_d, s) = store().await;
+    // Inside a unit, reads see the unit's own writes; others see them after
+    // the commit.
+    s.unit(Box::pin(async {
+        s.set_alias("c", "pi_1", "in_1").await.unwrap();
+        assert_eq!(
+            s.resolve_alias("c", "pi_1").await.unwrap().as_deref(),
+            Some("in_1")
+        );
+        UnitEnd::Commit
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.resolve_alias("c", "pi_1").await.unwrap().as_deref(),
+        Some("in_1")
+    );
+    // A rolled back unit leaves nothing, nested savepoints included.
+    s.unit(Box::pin(async {
+        s.set_alias("c", "pi_2", "in_2").await.unwrap();
+        s.unit(Box::pin(async {
+            s.set_alias("c", "pi_3", "in_3").await.unwrap();
+            UnitEnd::Commit
+        }))
+        .await
+        .unwrap();
+        UnitEnd::Rollback
+    }))
+    .await
+    .unwrap();
+    assert_eq!(s.resolve_alias("c", "pi_2").await.unwrap(), None);
+    assert_eq!(s.resolve_alias("c", "pi_3").await.unwrap(), None);
+    // A nested rollback undoes only its own part.
+    s.unit(Box::pin(async {
+        s.set_alias("c", "pi_4", "in_4").await.unwrap();
+        s.unit(Box::pin(async {
+            s.set_alias("c", "pi_5", "in_5").await.unwrap();
+            UnitEnd::Rollback
+        }))
+        .await
+        .unwrap();
+        UnitEnd::Commit
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.resolve_alias("c", "pi_4").await.unwrap().as_deref(),
+        Some("in_4")
+    );
+    assert_eq!(s.resolve_alias("c", "pi_5").await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_unit_rolls_back_and_frees_the_connection() {
+    use crate::storage::UnitEnd;
+    let (_d, s) = store().await;
+    let s = Arc::new(s);
+    let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+    let inner = s.clone();
+    let task = tokio::spawn(async move {
+        inner
+            .unit(Box::pin(async {
+                inner.set_alias("c", "pi_x", "in_x").await.unwrap();
+                let _ = started_tx.send(());
+                // Never ends on its own.
+                std::future::pending::<()>().await;
+                UnitEnd::Commit
+            }))
+            .await
+    });
+    started.await.unwrap();
+    task.abort();
+    let _ = task.await;
+    assert_eq!(s.resolve_alias("c", "pi_x").await.unwrap(), None);
+    // The write connection is free again: writes (durable and derived) go on.
+    s.set_setting("after", "yes").await.unwrap();
+    s.set_alias("c", "pi_y", "in_y").await.unwrap();
+    assert_eq!(
+        s.resolve_alias("c", "pi_y").await.unwrap().as_deref(),
+        Some("in_y")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_write_inside_a_unit_is_synced_with_its_commit() {
+    use crate::storage::UnitEnd;
+    let (_d, s) = store().await;
+    // The group-commit thread cannot reach the connection a unit holds:
+    // a durable write inside the unit runs in it instead of waiting.
+    s.unit(Box::pin(async {
+        s.set_setting("inside", "unit").await.unwrap();
+        UnitEnd::Commit
+    }))
+    .await
+    .unwrap();
+    assert_eq!(
+        s.get_setting("inside").await.unwrap().as_deref(),
+        Some("unit")
+    );
 }

@@ -22,16 +22,16 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::types::Value;
 use rusqlite::{params_from_iter, Connection};
 use tokio::sync::{mpsc, oneshot};
 
+use super::catalog;
 use super::events::{event_params, insert_event, INSERT_EVENT_COLS};
 use super::rows::map_err;
-use super::{catalog, lock};
 use crate::domain::model::{Click, NewEvent};
 use crate::storage::{StoreError, StoreResult};
 
@@ -70,7 +70,7 @@ impl Writer {
     /// Starts the batch thread on `conn` (the store's write connection) and
     /// the checkpoint thread on `checkpointer`.
     pub(super) fn start(
-        conn: Arc<Mutex<Connection>>,
+        conn: Arc<tokio::sync::Mutex<Connection>>,
         checkpointer: Connection,
         wal: PathBuf,
     ) -> StoreResult<Self> {
@@ -100,7 +100,7 @@ impl Writer {
     }
 }
 
-fn run(conn: Arc<Mutex<Connection>>, wal: PathBuf, mut rx: mpsc::Receiver<Job>) {
+fn run(conn: Arc<tokio::sync::Mutex<Connection>>, wal: PathBuf, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         jobs.push(first);
@@ -111,7 +111,7 @@ fn run(conn: Arc<Mutex<Connection>>, wal: PathBuf, mut rx: mpsc::Receiver<Job>) 
             }
         }
         let mut results = {
-            let conn = lock(&conn);
+            let conn = conn.blocking_lock();
             match write_batch(&conn, &jobs) {
                 Ok(results) => results,
                 // Something in the batch failed and it was rolled back: give
@@ -282,11 +282,16 @@ fn insert_clicks(conn: &Connection, clicks: &[&Click]) -> StoreResult<()> {
 pub(super) fn write_one(conn: &Connection, op: &Op) -> StoreResult<Done> {
     let tx = rusqlite::Transaction::new_unchecked(conn, rusqlite::TransactionBehavior::Immediate)
         .map_err(map_err)?;
-    let done = match op {
-        Op::Click(click) => catalog::insert_click(&tx, click).map(|_| Done::Click),
-        Op::Event(event) => insert_event(&tx, event).map(Done::Event),
-        Op::Exec(exec) => exec(&tx).map(Done::Rows),
-    }?;
+    let done = execute(&tx, op)?;
     tx.commit().map_err(map_err)?;
     Ok(done)
+}
+
+/// One write, in whatever transaction `conn` is in.
+pub(super) fn execute(conn: &Connection, op: &Op) -> StoreResult<Done> {
+    match op {
+        Op::Click(click) => catalog::insert_click(conn, click).map(|_| Done::Click),
+        Op::Event(event) => insert_event(conn, event).map(Done::Event),
+        Op::Exec(exec) => exec(conn).map(Done::Rows),
+    }
 }

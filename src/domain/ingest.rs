@@ -182,13 +182,32 @@ impl Tracker {
                 Ok(IngestOutcome::UnknownEndpoint { event_id })
             }
             Ok((envelope, value)) => {
-                self.process_batched(Pending {
-                    event_id,
-                    envelope,
-                    value,
-                    verified_by,
-                })
-                .await;
+                // What needs no purchase lock is done here, beside other
+                // deliveries: reading the facts, dropping the parsed body.
+                match event::extract(&envelope, &value) {
+                    Err(e) => {
+                        let e = DomainError::invalid(e.to_string());
+                        self.record_processing(event_id, Err(e)).await;
+                    }
+                    Ok(EventFacts::Ignored) => {
+                        let ignored = Processed {
+                            client: None,
+                            processing: Processing::Ignored,
+                        };
+                        self.record_processing(event_id, Ok(ignored)).await;
+                    }
+                    Ok(facts) => {
+                        drop(value);
+                        self.process_batched(Pending {
+                            event_id,
+                            envelope,
+                            facts,
+                            clients,
+                            verified_by,
+                        })
+                        .await;
+                    }
+                }
                 Ok(match reason {
                     None => IngestOutcome::Accepted {
                         event_id,
@@ -329,11 +348,14 @@ impl Tracker {
 
     async fn process_jobs(&self, jobs: Vec<Queued>) {
         let _guard = self.purchase_lock.lock().await;
+        let count = jobs.len();
+        let (pending, done): (Vec<Pending>, Vec<oneshot::Sender<()>>) =
+            jobs.into_iter().map(|q| (q.pending, q.done)).unzip();
         let committed = self
             .store
             .unit(Box::pin(async {
-                for job in &jobs {
-                    if let Err(e) = self.process_in_unit(&job.pending).await {
+                for p in pending {
+                    if let Err(e) = self.process_in_unit(p).await {
                         // The store cannot serve: the rest stay pending for
                         // the sweep, and their callers are answered now.
                         tracing::warn!(error = %e, "store unavailable; ending the processing batch early");
@@ -345,34 +367,40 @@ impl Tracker {
             .await;
         if let Err(e) = committed {
             tracing::error!(
-                events = jobs.len(),
+                events = count,
                 error = %e,
                 "a batch of processed events could not be committed; they stay pending for the sweep"
             );
         }
-        for job in jobs {
-            let _ = job.done.send(());
+        for d in done {
+            let _ = d.send(());
         }
     }
 
     /// Processes one event of a batch in a unit of its own (a savepoint),
     /// then records the result. The caller holds `purchase_lock`. An error
     /// says the store could not serve.
-    async fn process_in_unit(&self, p: &Pending) -> Result<(), StoreError> {
+    async fn process_in_unit(&self, p: Pending) -> Result<(), StoreError> {
+        let Pending {
+            event_id,
+            envelope,
+            facts,
+            clients,
+            verified_by,
+        } = p;
         let mut result = None;
         let unit = self
             .store
             .unit(Box::pin(async {
-                let r = self
-                    .process(
-                        p.event_id,
-                        &p.envelope,
-                        &p.value,
-                        p.verified_by.as_deref(),
-                        EventSource::Push,
-                        true,
-                    )
-                    .await;
+                let input = FactsIn {
+                    event_id,
+                    envelope: &envelope,
+                    facts,
+                    clients,
+                    verified_by: verified_by.as_deref(),
+                    source: EventSource::Push,
+                };
+                let r = self.process_facts(input, true).await;
                 let end = match r {
                     Ok(_) => UnitEnd::Commit,
                     Err(_) => UnitEnd::Rollback,
@@ -392,7 +420,7 @@ impl Tracker {
             }
             _ => None,
         };
-        self.record_processing(p.event_id, result).await;
+        self.record_processing(event_id, result).await;
         unavailable.map_or(Ok(()), Err)
     }
 
@@ -415,6 +443,28 @@ impl Tracker {
             });
         }
         let clients = self.store.list_client_secrets().await?;
+        let input = FactsIn {
+            event_id,
+            envelope,
+            facts,
+            clients,
+            verified_by,
+            source,
+        };
+        self.process_facts(input, held).await
+    }
+
+    /// Resolves the client of an event's facts and applies them.
+    /// `held`: the caller holds `purchase_lock` already.
+    async fn process_facts(&self, input: FactsIn<'_>, held: bool) -> DomainResult<Processed> {
+        let FactsIn {
+            event_id,
+            envelope,
+            facts,
+            clients,
+            verified_by,
+            source,
+        } = input;
         let email = match &facts {
             EventFacts::Payment(p) => p.email.clone(),
             _ => None,
@@ -910,12 +960,24 @@ struct Processed {
     processing: Processing,
 }
 
-/// A stored, parsed delivery waiting to be processed.
+/// A stored delivery, its facts read, waiting to be processed.
 pub(crate) struct Pending {
     event_id: i64,
     envelope: Envelope,
-    value: serde_json::Value,
+    facts: EventFacts,
+    /// The clients and secrets its verification used.
+    clients: Vec<ClientSecrets>,
     verified_by: Option<String>,
+}
+
+/// What `process_facts` works on.
+struct FactsIn<'a> {
+    event_id: i64,
+    envelope: &'a Envelope,
+    facts: EventFacts,
+    clients: Vec<ClientSecrets>,
+    verified_by: Option<&'a str>,
+    source: EventSource,
 }
 
 struct Queued {

@@ -50,6 +50,13 @@ use writer::{Done, Op};
 /// Reader connections: enough for two cores and the blocking pool's scans.
 const READERS: usize = 4;
 
+/// Connections map the database file instead of copying pages into a cache
+/// of their own: a page read is a memory access, not a system call, and the
+/// pages are the kernel's page cache, shared by every connection (each
+/// private cache held 2 MiB, and lookups over a large history missed it:
+/// Auto-Fix over 100,000 orphans took 8.0 s with it, 5.9 s mapped).
+const MAP_DATABASE: &str = "PRAGMA mmap_size = 1073741824;";
+
 pub struct SqliteStore {
     conns: Arc<Conns>,
     /// Group commit and the WAL file it syncs (`None` for an in-memory
@@ -120,6 +127,7 @@ fn connect(path: &Path) -> StoreResult<Connection> {
         .map_err(map_err)?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;")
         .map_err(map_err)?;
+    conn.execute_batch(MAP_DATABASE).map_err(map_err)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }

@@ -113,6 +113,7 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     assert_eq!(pragma(&s, "synchronous").await, "1");
     assert_eq!(pragma(&s, "wal_autocheckpoint").await, "0");
     assert_eq!(pragma(&s, "foreign_keys").await, "1");
+    assert_eq!(pragma(&s, "mmap_size").await, "1073741824");
 }
 
 #[tokio::test]

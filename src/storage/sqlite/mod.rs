@@ -191,6 +191,9 @@ impl SqliteStore {
             rusqlite_migration::M::up(include_str!(
                 "../../../migrations/sqlite/0002_conversions_email_lower.sql"
             )),
+            rusqlite_migration::M::up(include_str!(
+                "../../../migrations/sqlite/0003_drop_unused_email_index.sql"
+            )),
         ]);
         let mut conn = self.conns.write.lock().await;
         migrations

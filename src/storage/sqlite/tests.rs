@@ -106,9 +106,23 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     assert_eq!(pragma(&s, "journal_mode").await, "wal");
     assert_eq!(
         pragma(&s, "user_version").await,
-        "2",
-        "both migrations recorded"
+        "3",
+        "every migration recorded"
     );
+    let email_indexes: Vec<String> = s
+        .with_write_connection(|c| {
+            let mut stmt = c
+                .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE 'conversions_email%' ORDER BY name")
+                .unwrap();
+            let names = stmt
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect();
+            names
+        })
+        .await;
+    assert_eq!(email_indexes, ["conversions_email_lower"]);
     // NORMAL: the writer syncs the WAL itself after each batch.
     assert_eq!(pragma(&s, "synchronous").await, "1");
     assert_eq!(pragma(&s, "wal_autocheckpoint").await, "0");

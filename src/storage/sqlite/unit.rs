@@ -117,11 +117,14 @@ pub(super) async fn nested(work: futures_util::future::BoxFuture<'_, UnitEnd>) -
     })?;
     let end = work.await;
     UNIT.with(|u| u.depth.set(u.depth.get() - 1));
-    with(|c| {
-        let sql = match end {
-            UnitEnd::Commit => format!("RELEASE {name}"),
-            UnitEnd::Rollback => format!("ROLLBACK TO {name}; RELEASE {name}"),
-        };
-        c.execute_batch(&sql).map_err(map_err)
+    with(|c| match end {
+        UnitEnd::Commit => c
+            .prepare_cached(&format!("RELEASE {name}"))
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
+            .map_err(map_err),
+        UnitEnd::Rollback => c
+            .execute_batch(&format!("ROLLBACK TO {name}; RELEASE {name}"))
+            .map_err(map_err),
     })
 }

@@ -1,8 +1,8 @@
 //! The webhook event log (SQLite): raw deliveries, their verification and
 //! processing state.
 
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection};
+use rusqlite::types::{ToSql, Value};
+use rusqlite::{params, params_from_iter, Connection, Statement};
 
 use super::rows::*;
 use crate::domain::model::*;
@@ -13,33 +13,34 @@ pub(super) const INSERT_EVENT_COLS: &str = "INSERT INTO webhook_events (dedup_ke
      endpoint_client_id, source, received_at, headers, body, verification, \
      verification_reason, client_id, client_method, processing)";
 
-/// Parameters of one row of `INSERT_EVENT_COLS`, in order (17).
-pub(super) fn event_params(e: &NewEvent) -> [Value; 17] {
-    fn text(s: &Option<String>) -> Value {
-        s.clone().map_or(Value::Null, Value::Text)
-    }
-    fn word(s: Option<&'static str>) -> Value {
-        s.map_or(Value::Null, |s| Value::Text(s.to_string()))
-    }
-    [
-        text(&e.dedup_key),
-        text(&e.stripe_event_id),
-        text(&e.event_type),
-        text(&e.account),
-        e.livemode.map_or(Value::Null, |b| Value::Integer(b.into())),
-        text(&e.api_version),
-        Value::Text(e.endpoint.clone()),
-        text(&e.endpoint_client_id),
-        word(Some(source_str(e.source))),
-        Value::Integer(e.received_at),
-        Value::Text(e.headers.clone()),
-        Value::Blob(e.body.clone()),
-        word(Some(verification_str(e.verification))),
-        word(e.verification_reason.map(|r| r.as_str())),
-        text(&e.client_id),
-        word(e.client_method.map(|m| m.as_str())),
-        word(Some(e.processing.as_str())),
-    ]
+/// Binds `e` as the row of `INSERT_EVENT_COLS` whose first parameter is
+/// `first` (1-based; 17 parameters), borrowing it (the raw body is not
+/// copied).
+pub(super) fn bind_event(stmt: &mut Statement<'_>, first: usize, e: &NewEvent) -> StoreResult<()> {
+    let mut i = first;
+    let mut bind = |value: &dyn ToSql| {
+        let r = stmt.raw_bind_parameter(i, value);
+        i += 1;
+        r
+    };
+    bind(&e.dedup_key)
+        .and_then(|()| bind(&e.stripe_event_id))
+        .and_then(|()| bind(&e.event_type))
+        .and_then(|()| bind(&e.account))
+        .and_then(|()| bind(&e.livemode))
+        .and_then(|()| bind(&e.api_version))
+        .and_then(|()| bind(&e.endpoint))
+        .and_then(|()| bind(&e.endpoint_client_id))
+        .and_then(|()| bind(&source_str(e.source)))
+        .and_then(|()| bind(&e.received_at))
+        .and_then(|()| bind(&e.headers))
+        .and_then(|()| bind(&e.body))
+        .and_then(|()| bind(&verification_str(e.verification)))
+        .and_then(|()| bind(&e.verification_reason.map(|r| r.as_str())))
+        .and_then(|()| bind(&e.client_id))
+        .and_then(|()| bind(&e.client_method.map(|m| m.as_str())))
+        .and_then(|()| bind(&e.processing.as_str()))
+        .map_err(map_err)
 }
 
 /// Inserts one event; `None` when an event with its dedup key is stored.
@@ -48,7 +49,13 @@ pub(super) fn insert_event(conn: &Connection, e: &NewEvent) -> StoreResult<Optio
         "{INSERT_EVENT_COLS} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
          ON CONFLICT(dedup_key) DO NOTHING RETURNING id"
     );
-    scalar(conn, &sql, params_from_iter(event_params(e)))
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    bind_event(&mut stmt, 1, e)?;
+    let mut rows = stmt.raw_query();
+    match rows.next().map_err(map_err)? {
+        Some(row) => row.get(0).map(Some).map_err(map_err),
+        None => Ok(None),
+    }
 }
 
 pub(super) fn event_by_dedup_key(conn: &Connection, key: &str) -> StoreResult<Option<StoredEvent>> {

@@ -157,7 +157,10 @@ impl SqliteStore {
             // The writer syncs the WAL after its batches; the checkpoint
             // thread, not a commit, copies pages into the database file.
             write
-                .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;")
+                .execute_batch(
+                    "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
+                     PRAGMA temp_store = MEMORY;",
+                )
                 .map_err(map_err)?;
             let readers = (0..READERS)
                 .map(|_| connect(&path).map(Mutex::new))

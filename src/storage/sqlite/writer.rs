@@ -25,12 +25,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection};
+use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog;
-use super::events::{event_params, insert_event, INSERT_EVENT_COLS};
+use super::events::{bind_event, insert_event, INSERT_EVENT_COLS};
 use super::rows::map_err;
 use crate::domain::model::{Click, NewEvent};
 use crate::storage::{StoreError, StoreResult};
@@ -235,9 +234,11 @@ fn insert_events(
         "{INSERT_EVENT_COLS} VALUES {} ON CONFLICT(dedup_key) DO NOTHING RETURNING id, dedup_key",
         vec![row; events.len()].join(", ")
     );
-    let args: Vec<Value> = events.iter().flat_map(|e| event_params(e)).collect();
     let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
-    let mut rows = stmt.query(params_from_iter(args)).map_err(map_err)?;
+    for (n, e) in events.iter().enumerate() {
+        bind_event(&mut stmt, 1 + 17 * n, e)?;
+    }
+    let mut rows = stmt.raw_query();
     while let Some(r) = rows.next().map_err(map_err)? {
         ids.insert(r.get(1).map_err(map_err)?, r.get(0).map_err(map_err)?);
     }
@@ -253,28 +254,26 @@ fn insert_clicks(conn: &Connection, clicks: &[&Click]) -> StoreResult<()> {
          user_agent, ip_hash, bot) VALUES {}",
         vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; clicks.len()].join(", ")
     );
-    let text = |s: &Option<String>| s.clone().map_or(Value::Null, Value::Text);
-    let args: Vec<Value> = clicks
-        .iter()
-        .flat_map(|c| {
-            [
-                Value::Text(c.id.clone()),
-                Value::Text(c.link_id.clone()),
-                Value::Text(c.client_id.clone()),
-                Value::Integer(c.at),
-                text(&c.visitor_id),
-                text(&c.referrer),
-                text(&c.landing_url),
-                text(&c.user_agent),
-                text(&c.ip_hash),
-                Value::Integer(c.bot.into()),
-            ]
-        })
-        .collect();
-    conn.prepare_cached(&sql)
-        .map_err(map_err)?
-        .execute(params_from_iter(args))
-        .map_err(map_err)?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    for (n, c) in clicks.iter().enumerate() {
+        let first = 1 + 10 * n;
+        let row: [&dyn rusqlite::ToSql; 10] = [
+            &c.id,
+            &c.link_id,
+            &c.client_id,
+            &c.at,
+            &c.visitor_id,
+            &c.referrer,
+            &c.landing_url,
+            &c.user_agent,
+            &c.ip_hash,
+            &c.bot,
+        ];
+        for (k, value) in row.iter().enumerate() {
+            stmt.raw_bind_parameter(first + k, value).map_err(map_err)?;
+        }
+    }
+    stmt.raw_execute().map_err(map_err)?;
     Ok(())
 }
 

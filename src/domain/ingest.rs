@@ -46,16 +46,38 @@ pub struct Delivery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IngestOutcome {
     /// Stored and verified (200). `duplicate`: it was stored before.
-    Accepted { event_id: i64, duplicate: bool },
+    Accepted {
+        event_id: i64,
+        duplicate: bool,
+        /// The event's `type`, as the body says.
+        event_type: Option<String>,
+    },
     /// Stored, not verified (400 with the reason, so that Stripe retries).
     Unverified {
         event_id: i64,
         reason: UnverifiedReason,
+        /// The `type` the body claims (not signed: a label, never a fact).
+        event_type: Option<String>,
     },
     /// Stored, but the body is not a Stripe event (400 `invalid_payload`).
     InvalidPayload { event_id: i64, message: String },
     /// Stored, but the per-client URL names no client (404).
-    UnknownEndpoint { event_id: i64 },
+    UnknownEndpoint {
+        event_id: i64,
+        event_type: Option<String>,
+    },
+}
+
+impl IngestOutcome {
+    /// The event's `type` as its body gives it, when it is a Stripe event.
+    pub fn event_type(&self) -> Option<&str> {
+        match self {
+            Self::Accepted { event_type, .. }
+            | Self::Unverified { event_type, .. }
+            | Self::UnknownEndpoint { event_type, .. } => event_type.as_deref(),
+            Self::InvalidPayload { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -179,7 +201,10 @@ impl Tracker {
                         Some("the webhook URL names no client"),
                     )
                     .await;
-                Ok(IngestOutcome::UnknownEndpoint { event_id })
+                Ok(IngestOutcome::UnknownEndpoint {
+                    event_id,
+                    event_type: new_event.event_type,
+                })
             }
             Ok((envelope, value)) => {
                 // What needs no purchase lock is done here, beside other
@@ -208,12 +233,18 @@ impl Tracker {
                         .await;
                     }
                 }
+                let event_type = new_event.event_type;
                 Ok(match reason {
                     None => IngestOutcome::Accepted {
                         event_id,
                         duplicate: false,
+                        event_type,
                     },
-                    Some(reason) => IngestOutcome::Unverified { event_id, reason },
+                    Some(reason) => IngestOutcome::Unverified {
+                        event_id,
+                        reason,
+                        event_type,
+                    },
                 })
             }
         }
@@ -231,6 +262,7 @@ impl Tracker {
             return Ok(IngestOutcome::Accepted {
                 event_id,
                 duplicate: true,
+                event_type: delivery.event_type.clone(),
             });
         }
         match verdict {
@@ -271,6 +303,7 @@ impl Tracker {
                 Ok(IngestOutcome::Accepted {
                     event_id,
                     duplicate: !won,
+                    event_type: delivery.event_type.clone(),
                 })
             }
             Verdict::Unverified(reason) => {
@@ -282,6 +315,7 @@ impl Tracker {
                 Ok(IngestOutcome::Unverified {
                     event_id,
                     reason: *reason,
+                    event_type: delivery.event_type.clone(),
                 })
             }
         }

@@ -93,17 +93,20 @@ async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: 
         received_at,
     };
     let outcome = state.tracker.ingest(delivery).await;
-    super::metrics::record_webhook(&body, outcome.as_ref().ok());
+    super::metrics::record_webhook(outcome.as_ref().ok());
     match outcome {
         Ok(IngestOutcome::Accepted {
             event_id,
             duplicate,
+            ..
         }) => (
             StatusCode::OK,
             Json(json!({"received": true, "event_id": event_id, "duplicate": duplicate})),
         )
             .into_response(),
-        Ok(IngestOutcome::Unverified { event_id, reason }) => (
+        Ok(IngestOutcome::Unverified {
+            event_id, reason, ..
+        }) => (
             StatusCode::BAD_REQUEST,
             Json(json!({
                 "error": {
@@ -123,7 +126,7 @@ async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: 
             })),
         )
             .into_response(),
-        Ok(IngestOutcome::UnknownEndpoint { event_id }) => (
+        Ok(IngestOutcome::UnknownEndpoint { event_id, .. }) => (
             StatusCode::NOT_FOUND,
             Json(json!({
                 "error": {"code": "unknown_client", "message": "this webhook URL names no client; the event is stored"},

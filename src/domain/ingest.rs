@@ -155,7 +155,7 @@ impl Tracker {
             source: EventSource::Push,
             received_at: delivery.received_at,
             headers: headers_json(&delivery.headers),
-            body: delivery.body.clone(),
+            body: delivery.body,
             verification,
             verification_reason: reason,
             client_id: verified_by.clone(),

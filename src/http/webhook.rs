@@ -89,7 +89,7 @@ async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: 
         endpoint,
         signature,
         headers: kept,
-        body: body.to_vec(),
+        body: Vec::from(body),
         received_at,
     };
     let outcome = state.tracker.ingest(delivery).await;

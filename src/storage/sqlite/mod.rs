@@ -299,11 +299,7 @@ impl Store for SqliteStore {
         }
         let conn = self.conns.write.clone().lock_owned().await;
         let wal = self.writer.as_ref().map(|(_, wal)| wal.clone());
-        let sync = std::sync::Arc::new(move || match &wal {
-            Some(wal) => writer::sync(wal),
-            None => Ok(()),
-        });
-        unit::run(self.id(), conn, work, sync).await
+        unit::run(self.id(), conn, work, wal).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

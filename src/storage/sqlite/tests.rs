@@ -262,9 +262,14 @@ async fn an_abandoned_unit_rolls_back_and_frees_the_connection() {
     task.abort();
     let _ = task.await;
     assert_eq!(s.resolve_alias("c", "pi_x").await.unwrap(), None);
-    // The write connection is free again: writes (durable and derived) go on.
-    s.set_setting("after", "yes").await.unwrap();
-    s.set_alias("c", "pi_y", "in_y").await.unwrap();
+    // The write connection is free again: writes (durable and derived) go on
+    // (were it still held, they would wait forever: the timeout fails them).
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        s.set_setting("after", "yes").await.unwrap();
+        s.set_alias("c", "pi_y", "in_y").await.unwrap();
+    })
+    .await
+    .expect("the abandoned unit freed the write connection");
     assert_eq!(
         s.resolve_alias("c", "pi_y").await.unwrap().as_deref(),
         Some("in_y")
@@ -276,13 +281,16 @@ async fn a_durable_write_inside_a_unit_is_synced_with_its_commit() {
     use crate::storage::UnitEnd;
     let (_d, s) = store().await;
     // The group-commit thread cannot reach the connection a unit holds:
-    // a durable write inside the unit runs in it instead of waiting.
-    s.unit(Box::pin(async {
+    // a durable write inside the unit runs in it instead of waiting (were it
+    // handed to the writer, this would never finish: the timeout fails it).
+    let unit = s.unit(Box::pin(async {
         s.set_setting("inside", "unit").await.unwrap();
         UnitEnd::Commit
-    }))
-    .await
-    .unwrap();
+    }));
+    tokio::time::timeout(std::time::Duration::from_secs(10), unit)
+        .await
+        .expect("a durable write inside a unit must not wait for the writer")
+        .unwrap();
     assert_eq!(
         s.get_setting("inside").await.unwrap().as_deref(),
         Some("unit")

@@ -9,7 +9,7 @@
 //! connection.
 
 use std::cell::Cell;
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use rusqlite::Connection;
 use tokio::sync::OwnedMutexGuard;
@@ -64,12 +64,13 @@ pub(super) fn needs_sync() {
 }
 
 /// Runs `work` in a new unit on `conn` (the store's write connection,
-/// already locked); `sync` syncs the WAL after a commit that needs it.
+/// already locked); `wal` is the file to sync after a commit that needs it
+/// (`None` for an in-memory database).
 pub(super) async fn run<'a>(
     store: usize,
     conn: OwnedMutexGuard<Connection>,
     work: futures_util::future::BoxFuture<'a, UnitEnd>,
-    sync: Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>,
+    wal: Option<PathBuf>,
 ) -> StoreResult<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
     let unit = Unit {
@@ -93,8 +94,8 @@ pub(super) async fn run<'a>(
             }
             u.finished.set(true);
             done?;
-            if end == UnitEnd::Commit && u.needs_sync.get() {
-                sync().map_err(|e| {
+            if let (UnitEnd::Commit, true, Some(wal)) = (end, u.needs_sync.get(), &wal) {
+                super::writer::sync(wal).map_err(|e| {
                     crate::storage::StoreError::Unavailable(format!("syncing the WAL: {e}"))
                 })?;
             }

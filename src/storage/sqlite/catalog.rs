@@ -102,6 +102,17 @@ pub(super) fn add_webhook_secret(
 }
 
 /// Clients with their active secrets, from one statement (one snapshot).
+/// A number that changes whenever a client or a webhook secret does
+/// (triggers of migration 0004).
+pub(super) fn client_catalog_version(conn: &Connection) -> StoreResult<i64> {
+    scalar(
+        conn,
+        "SELECT version FROM client_catalog_version WHERE id = 1",
+        [],
+    )
+    .map(|v| v.unwrap_or(0))
+}
+
 pub(super) fn list_client_secrets(conn: &Connection) -> StoreResult<Vec<ClientSecrets>> {
     let sql = format!(
         "SELECT {CLIENT_COLS}, s.secret AS secret FROM clients c \

@@ -180,6 +180,12 @@ pub(super) fn list_conversions(
     conn: &Connection,
     filter: &ConversionFilter,
 ) -> StoreResult<Vec<Conversion>> {
+    let (sql, args) = conversions_query(filter);
+    query_all(conn, &sql, params_from_iter(args), conversion_from_row)
+}
+
+/// The SQL and arguments of `list_conversions`.
+pub(super) fn conversions_query(filter: &ConversionFilter) -> (String, Vec<Value>) {
     let mut sql = format!("SELECT {CONVERSION_COLS} FROM conversions WHERE merged_into IS NULL");
     let mut args: Vec<Value> = Vec::new();
     let mut text = |sql: &mut String, clause: &str, v: &str| {
@@ -205,7 +211,16 @@ pub(super) fn list_conversions(
         text(&mut sql, " AND status = ?", st.as_str());
     }
     if filter.orphans_only {
-        sql.push_str(" AND link_id IS NULL");
+        // With a customer or an email named, their index finds the few rows
+        // fast; left to itself SQLite would walk every orphan of the client
+        // through `conversions_link` (the cost would grow with history).
+        // The unary `+` keeps `link_id` out of the index choice.
+        let narrowed = filter.customer.is_some() || filter.email.is_some();
+        sql.push_str(if narrowed {
+            " AND +link_id IS NULL"
+        } else {
+            " AND link_id IS NULL"
+        });
     }
     if filter.unverified_only {
         sql.push_str(" AND verified = 0");
@@ -224,7 +239,7 @@ pub(super) fn list_conversions(
     }
     sql.push_str(" ORDER BY purchased_at DESC, id DESC LIMIT ?");
     args.push(Value::Integer(limit_or_all(filter.limit)));
-    query_all(conn, &sql, params_from_iter(args), conversion_from_row)
+    (sql, args)
 }
 
 /// The newest attributed, verified conversion of the same customer (by

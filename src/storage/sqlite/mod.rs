@@ -62,6 +62,9 @@ const MAP_DATABASE: &str = "PRAGMA mmap_size = 1073741824;";
 
 pub struct SqliteStore {
     conns: Arc<Conns>,
+    /// The clients and their secrets as of a `client_catalog_version`
+    /// (migration 0004): every delivery needs them.
+    client_secrets: Mutex<Option<(i64, Arc<Vec<ClientSecrets>>)>>,
     /// Group commit and the WAL file it syncs (`None` for an in-memory
     /// database, which lives in its one connection).
     writer: Option<(writer::Writer, PathBuf)>,
@@ -150,6 +153,7 @@ impl SqliteStore {
                         readers: Vec::new(),
                         next_reader: AtomicUsize::new(0),
                     }),
+                    client_secrets: Mutex::new(None),
                     writer: None,
                 });
             }
@@ -184,6 +188,7 @@ impl SqliteStore {
                 readers,
                 next_reader: AtomicUsize::new(0),
             }),
+            client_secrets: Mutex::new(None),
             writer: Some((writer, wal)),
         })
     }
@@ -199,6 +204,9 @@ impl SqliteStore {
             )),
             rusqlite_migration::M::up(include_str!(
                 "../../../migrations/sqlite/0003_drop_unused_email_index.sql"
+            )),
+            rusqlite_migration::M::up(include_str!(
+                "../../../migrations/sqlite/0004_client_catalog_version.sql"
             )),
         ]);
         let mut conn = self.conns.write.lock().await;
@@ -375,7 +383,34 @@ impl Store for SqliteStore {
     }
 
     async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>> {
-        self.read(catalog::list_client_secrets).await
+        if unit::active(self.id()) {
+            // A unit may have changed them and not committed yet.
+            return self.read(catalog::list_client_secrets).await;
+        }
+        let cache = &self.client_secrets;
+        self.read(|c| {
+            // The version first: a change committed between the two reads
+            // leaves a newer list under an older number, which the next
+            // call reads again.
+            let version = catalog::client_catalog_version(c)?;
+            let cached = cache
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+                .filter(|(v, _)| *v == version)
+                .map(|(_, list)| list.clone());
+            let list = match cached {
+                Some(list) => list,
+                None => {
+                    let list = Arc::new(catalog::list_client_secrets(c)?);
+                    *cache.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((version, list.clone()));
+                    list
+                }
+            };
+            Ok(list.as_ref().clone())
+        })
+        .await
     }
 
     // ---- links --------------------------------------------------------------

@@ -60,6 +60,41 @@ async fn latest_click_is_one_index_seek() {
 }
 
 #[tokio::test]
+async fn a_customers_orphans_are_found_by_customer_not_by_walking_all_orphans() {
+    let (_d, s) = store().await;
+    let filter = ConversionFilter {
+        client_id: Some("c1".into()),
+        customer: Some("cus_1".into()),
+        orphans_only: true,
+        ..Default::default()
+    };
+    let (sql, args) = conversions::conversions_query(&filter);
+    let sql = args.iter().fold(sql, |sql, a| {
+        let literal = match a {
+            rusqlite::types::Value::Integer(n) => n.to_string(),
+            rusqlite::types::Value::Text(t) => format!("'{t}'"),
+            other => panic!("unexpected argument {other:?}"),
+        };
+        sql.replacen('?', &literal, 1)
+    });
+    let by_customer = plan(&s, &sql).await;
+    assert!(
+        by_customer.contains("USING INDEX conversions_customer"),
+        "{by_customer}"
+    );
+
+    // Without a customer, every orphan of the client is wanted: the link
+    // index (link_id IS NULL) finds them.
+    let all = ConversionFilter {
+        customer: None,
+        ..filter
+    };
+    let (sql, _) = conversions::conversions_query(&all);
+    let every = plan(&s, &sql.replacen('?', "'c1'", 1).replacen('?', "-1", 1)).await;
+    assert!(every.contains("USING INDEX conversions_link"), "{every}");
+}
+
+#[tokio::test]
 async fn unknown_enum_text_is_corrupt() {
     let (_d, s) = store().await;
     let s = Arc::new(s);
@@ -106,7 +141,7 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     assert_eq!(pragma(&s, "journal_mode").await, "wal");
     assert_eq!(
         pragma(&s, "user_version").await,
-        "3",
+        "4",
         "every migration recorded"
     );
     let email_indexes: Vec<String> = s
@@ -295,4 +330,51 @@ async fn a_durable_write_inside_a_unit_is_synced_with_its_commit() {
         s.get_setting("inside").await.unwrap().as_deref(),
         Some("unit")
     );
+}
+
+#[tokio::test]
+async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
+    use crate::storage::contract::client;
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let serving = SqliteStore::open(&url).await.unwrap();
+    serving.migrate().await.unwrap();
+    // Another process on the same file (the CLI while `serve` runs).
+    let cli = SqliteStore::open(&url).await.unwrap();
+
+    cli.insert_client(&client("c1", "one", 1)).await.unwrap();
+    let seen = serving.list_client_secrets().await.unwrap();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].secrets.is_empty());
+    // Read again unchanged: still right (from the cache).
+    assert_eq!(serving.list_client_secrets().await.unwrap().len(), 1);
+
+    cli.add_webhook_secret("c1", &WebhookSecret::new("whsec_one"))
+        .await
+        .unwrap();
+    let seen = serving.list_client_secrets().await.unwrap();
+    assert_eq!(seen[0].secrets.len(), 1);
+    assert_eq!(seen[0].secrets[0].expose(), "whsec_one");
+
+    // A change made by hand in SQL, outside every store method.
+    cli.with_write_connection(|c| {
+        c.execute("UPDATE webhook_secrets SET active = 0", [])
+            .unwrap();
+        c.execute("UPDATE clients SET window_primary_days = 7", [])
+            .unwrap();
+    })
+    .await;
+    let seen = serving.list_client_secrets().await.unwrap();
+    assert!(seen[0].secrets.is_empty(), "a deactivated secret is gone");
+    assert_eq!(seen[0].client.settings.window_primary_days, 7);
+
+    cli.insert_client(&client("c2", "two", 2)).await.unwrap();
+    let ids: Vec<String> = serving
+        .list_client_secrets()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.client.id)
+        .collect();
+    assert_eq!(ids, ["c1", "c2"]);
 }

@@ -6,7 +6,7 @@
 
 use tokio::sync::oneshot;
 
-use crate::storage::{StoreError, UnitEnd};
+use crate::storage::{StoreError, StoreResult, UnitEnd};
 use crate::stripe::event::{self, Envelope, EventFacts, PaymentFacts, PaymentSource};
 
 use super::client::{suspect_client, verify_delivery, Verdict};
@@ -162,92 +162,63 @@ impl Tracker {
             client_method: verified_by.as_ref().map(|_| ClientMethod::WebhookSecret),
             processing,
         };
-        let inserted = self
-            .store
-            .insert_event(&new_event)
-            .await
-            .map_err(IngestError::NotStored)?;
-
-        // From here on the delivery is durable: failures below are recorded
-        // on the stored event, never turned into a lost sale.
-        let event_id = match inserted {
-            InsertEvent::Inserted(id) => id,
-            InsertEvent::Duplicate(existing) => {
-                return self.ingest_duplicate(*existing, &verdict, &new_event).await
+        let event_type = new_event.event_type.clone();
+        // What processing the event needs is read now, beside other
+        // deliveries; the batch only writes.
+        let (after, invalid) = match parsed {
+            Err(e) => (AfterInsert::Nothing, Some(e.to_string())),
+            Ok(_) if !known_endpoint => {
+                (AfterInsert::Fail("the webhook URL names no client"), None)
+            }
+            Ok((envelope, value)) => {
+                let after = match event::extract(&envelope, &value) {
+                    Err(e) => AfterInsert::Record(Err(DomainError::invalid(e.to_string()))),
+                    Ok(EventFacts::Ignored) => AfterInsert::Record(Ok(Processed {
+                        client: None,
+                        processing: Processing::Ignored,
+                    })),
+                    Ok(facts) => AfterInsert::Process(Box::new(Pending {
+                        envelope,
+                        facts,
+                        clients,
+                        verified_by: verified_by.clone(),
+                    })),
+                };
+                (after, None)
             }
         };
+        let event_id = match self.ingest_batched(new_event, after).await {
+            Err(e) => return Err(IngestError::NotStored(e)),
+            Ok(Landed::Duplicate(existing, new_event)) => {
+                return self.ingest_duplicate(*existing, &verdict, &new_event).await
+            }
+            Ok(Landed::New(id)) => id,
+        };
+        // From here on the delivery is durable (and processed, or marked
+        // failed for the sweep): nothing below can lose it.
         tracing::info!(
             event_id,
-            stripe_event = envelope.map(|e| e.id.as_str()).unwrap_or("-"),
-            event_type = envelope.map(|e| e.event_type.as_str()).unwrap_or("-"),
-            api_version = envelope
-                .and_then(|e| e.api_version.as_deref())
-                .unwrap_or("-"),
+            event_type = event_type.as_deref().unwrap_or("-"),
             verified = verified_by.is_some(),
             "webhook event stored"
         );
-        match parsed {
-            Err(e) => Ok(IngestOutcome::InvalidPayload {
+        Ok(match (invalid, known_endpoint, reason) {
+            (Some(message), _, _) => IngestOutcome::InvalidPayload { event_id, message },
+            (None, false, _) => IngestOutcome::UnknownEndpoint {
                 event_id,
-                message: e.to_string(),
-            }),
-            Ok(_) if !known_endpoint => {
-                let _ = self
-                    .store
-                    .set_event_processing(
-                        event_id,
-                        None,
-                        Processing::Failed,
-                        Some("the webhook URL names no client"),
-                    )
-                    .await;
-                Ok(IngestOutcome::UnknownEndpoint {
-                    event_id,
-                    event_type: new_event.event_type,
-                })
-            }
-            Ok((envelope, value)) => {
-                // What needs no purchase lock is done here, beside other
-                // deliveries: reading the facts, dropping the parsed body.
-                match event::extract(&envelope, &value) {
-                    Err(e) => {
-                        let e = DomainError::invalid(e.to_string());
-                        self.record_processing(event_id, Err(e)).await;
-                    }
-                    Ok(EventFacts::Ignored) => {
-                        let ignored = Processed {
-                            client: None,
-                            processing: Processing::Ignored,
-                        };
-                        self.record_processing(event_id, Ok(ignored)).await;
-                    }
-                    Ok(facts) => {
-                        drop(value);
-                        self.process_batched(Pending {
-                            event_id,
-                            envelope,
-                            facts,
-                            clients,
-                            verified_by,
-                        })
-                        .await;
-                    }
-                }
-                let event_type = new_event.event_type;
-                Ok(match reason {
-                    None => IngestOutcome::Accepted {
-                        event_id,
-                        duplicate: false,
-                        event_type,
-                    },
-                    Some(reason) => IngestOutcome::Unverified {
-                        event_id,
-                        reason,
-                        event_type,
-                    },
-                })
-            }
-        }
+                event_type,
+            },
+            (None, true, None) => IngestOutcome::Accepted {
+                event_id,
+                duplicate: false,
+                event_type,
+            },
+            (None, true, Some(reason)) => IngestOutcome::Unverified {
+                event_id,
+                reason,
+                event_type,
+            },
+        })
     }
 
     async fn ingest_duplicate(
@@ -356,67 +327,116 @@ impl Tracker {
         }
     }
 
-    /// Processes a newly stored delivery together with the others waiting
-    /// (group processing): the first caller to find no batch running takes
-    /// every event queued and processes them under one purchase lock, in one
-    /// unit of work (one commit; a savepoint per event, so that one event's
-    /// failure undoes only its own writes), then wakes their callers.
-    /// Returns once this event is processed, or once the batch that held it
-    /// was abandoned (the event then stays `pending` for the sweep).
-    async fn process_batched(&self, pending: Pending) {
+    /// Stores a delivery together with the others waiting (group ingest)
+    /// and processes it: the first caller to find no batch running takes
+    /// every delivery queued and, under the purchase lock, in one unit of
+    /// work, inserts their raw events, then processes each new one in a
+    /// savepoint of its own (so that one event's failure undoes only its
+    /// own writes and is recorded on it), commits, lets go of its locks,
+    /// syncs the disk, and only then answers each caller. One commit and
+    /// one fsync serve the whole batch, and the next batch runs while this
+    /// one syncs.
+    async fn ingest_batched(&self, event: NewEvent, after: AfterInsert) -> StoreResult<Landed> {
         let (done, mut finished) = oneshot::channel();
-        self.batch.push(Queued { pending, done });
+        self.batch.push(Queued { event, after, done });
         loop {
             tokio::select! {
                 biased;
-                _ = &mut finished => return,
-                _leader = self.batch.leader.lock() => {
+                landed = &mut finished => {
+                    return landed.unwrap_or_else(|_| {
+                        Err(StoreError::Unavailable(
+                            "the batch that held this delivery stopped before it was stored".into(),
+                        ))
+                    })
+                }
+                leader = self.batch.leader.lock() => {
                     let jobs = self.batch.take();
                     if !jobs.is_empty() {
-                        self.process_jobs(jobs).await;
+                        self.run_batch(jobs, leader).await;
                     }
                 }
             }
         }
     }
 
-    async fn process_jobs(&self, jobs: Vec<Queued>) {
-        let _guard = self.purchase_lock.lock().await;
+    async fn run_batch(&self, jobs: Vec<Queued>, leader: tokio::sync::MutexGuard<'_, ()>) {
         let count = jobs.len();
-        let (pending, done): (Vec<Pending>, Vec<oneshot::Sender<()>>) =
-            jobs.into_iter().map(|q| (q.pending, q.done)).unzip();
-        let committed = self
+        let mut events = Vec::with_capacity(count);
+        let mut afters = Vec::with_capacity(count);
+        let mut dones = Vec::with_capacity(count);
+        for q in jobs {
+            events.push(q.event);
+            afters.push(q.after);
+            dones.push(q.done);
+        }
+        let purchases = self.purchase_lock.lock().await;
+        let mut inserted = Vec::new();
+        let unit = self
             .store
             .unit(Box::pin(async {
-                for p in pending {
-                    if let Err(e) = self.process_in_unit(p).await {
-                        // The store cannot serve: the rest stay pending for
-                        // the sweep, and their callers are answered now.
-                        tracing::warn!(error = %e, "store unavailable; ending the processing batch early");
-                        break;
+                inserted = self.store.insert_events(&events).await;
+                for (row, after) in inserted.iter().zip(afters) {
+                    if let Ok(InsertEvent::Inserted(event_id)) = row {
+                        if let Err(e) = self.after_insert(*event_id, after).await {
+                            // The store cannot serve: the rest stay pending
+                            // for the sweep (they are stored).
+                            tracing::warn!(error = %e, "store unavailable; the rest of the batch stays pending");
+                            break;
+                        }
                     }
                 }
-                UnitEnd::Commit
+                UnitEnd::CommitUnsynced
             }))
             .await;
-        if let Err(e) = committed {
-            tracing::error!(
-                events = count,
-                error = %e,
-                "a batch of processed events could not be committed; they stay pending for the sweep"
-            );
+        drop(purchases);
+        drop(leader);
+        let committed = match unit {
+            Ok(()) => self.store.sync().await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &committed {
+            tracing::error!(events = count, error = %e, "a batch of deliveries could not be stored; answering 503");
         }
-        for d in done {
-            let _ = d.send(());
+        let mut rows = inserted.into_iter();
+        for (event, done) in events.into_iter().zip(dones) {
+            let row = rows
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Unavailable("the batch did not run".into())));
+            let landed = match (&committed, row) {
+                (Err(e), _) => Err(e.clone()),
+                (Ok(()), Err(e)) => Err(e),
+                (Ok(()), Ok(InsertEvent::Inserted(id))) => Ok(Landed::New(id)),
+                (Ok(()), Ok(InsertEvent::Duplicate(existing))) => {
+                    Ok(Landed::Duplicate(existing, Box::new(event)))
+                }
+            };
+            let _ = done.send(landed);
+        }
+    }
+
+    /// What a newly inserted delivery needs, inside the batch's unit. An
+    /// error says the store could not serve.
+    async fn after_insert(&self, event_id: i64, after: AfterInsert) -> Result<(), StoreError> {
+        match after {
+            AfterInsert::Nothing => Ok(()),
+            AfterInsert::Fail(reason) => self
+                .store
+                .set_event_processing(event_id, None, Processing::Failed, Some(reason))
+                .await
+                .map(drop),
+            AfterInsert::Record(result) => {
+                self.record_processing(event_id, result).await;
+                Ok(())
+            }
+            AfterInsert::Process(pending) => self.process_in_unit(event_id, *pending).await,
         }
     }
 
     /// Processes one event of a batch in a unit of its own (a savepoint),
     /// then records the result. The caller holds `purchase_lock`. An error
     /// says the store could not serve.
-    async fn process_in_unit(&self, p: Pending) -> Result<(), StoreError> {
+    async fn process_in_unit(&self, event_id: i64, p: Pending) -> Result<(), StoreError> {
         let Pending {
-            event_id,
             envelope,
             facts,
             clients,
@@ -994,14 +1014,33 @@ struct Processed {
     processing: Processing,
 }
 
-/// A stored delivery, its facts read, waiting to be processed.
+/// A delivery's facts, read, waiting to be processed once it is stored.
 pub(crate) struct Pending {
-    event_id: i64,
     envelope: Envelope,
     facts: EventFacts,
     /// The clients and secrets its verification used.
     clients: Vec<ClientSecrets>,
     verified_by: Option<String>,
+}
+
+/// What a delivery needs once its raw event is inserted.
+enum AfterInsert {
+    /// Nothing (a body that is not a Stripe event: stored `invalid`).
+    Nothing,
+    /// Mark it failed, with this reason.
+    Fail(&'static str),
+    /// Record this result (an ignored type, facts that could not be read).
+    Record(DomainResult<Processed>),
+    /// Process its facts.
+    Process(Box<Pending>),
+}
+
+/// Where a delivery landed in the event log.
+enum Landed {
+    New(i64),
+    /// Its dedup key was stored before; the delivery comes back to its
+    /// caller.
+    Duplicate(Box<StoredEvent>, Box<NewEvent>),
 }
 
 /// What `process_facts` works on.
@@ -1015,14 +1054,15 @@ struct FactsIn<'a> {
 }
 
 struct Queued {
-    pending: Pending,
-    done: oneshot::Sender<()>,
+    event: NewEvent,
+    after: AfterInsert,
+    done: oneshot::Sender<StoreResult<Landed>>,
 }
 
-/// Most events one batch processes.
+/// Most deliveries one batch stores and processes.
 const MAX_BATCH: usize = 256;
 
-/// Deliveries waiting for group processing (`Tracker::process_batched`).
+/// Deliveries waiting for group ingest (`Tracker::ingest_batched`).
 #[derive(Default)]
 pub(crate) struct Batch {
     queue: std::sync::Mutex<Vec<Queued>>,

@@ -4,7 +4,7 @@
 //! test on a fresh store of that backend. Backend-specific checks (PRAGMAs,
 //! query plans, advisory locks) stay in the backend's own tests.
 
-use super::{DynStore, StoreError};
+use super::{DynStore, StoreError, StoreResult, UnitEnd};
 use crate::domain::model::*;
 use crate::domain::report::AdminSession;
 use crate::stripe::event::{Hints, PaymentFacts, PaymentSource};
@@ -20,6 +20,7 @@ macro_rules! contract_tests {
             links_and_promo_codes,
             clicks_latest_respects_bounds_and_bots,
             events_insert_dedup_and_null_keys,
+            events_inserted_together_in_a_unit_and_alone,
             events_verify_process_list_retry,
             alias_moves_facts_and_chained_aliases,
             conversions_save_update_merge_conflict,
@@ -412,6 +413,62 @@ pub(crate) async fn events_insert_dedup_and_null_keys(s: DynStore) {
         s.record_delivery(9_999).await,
         Err(StoreError::NotFound)
     ));
+}
+
+/// `insert_events`: answers in order; a key stored before, or earlier in
+/// the same call, is a duplicate of the first; events without a key never
+/// are. The same inside a unit of work (SQLite: one transaction, synced by
+/// `sync` after `CommitUnsynced`) and outside one.
+pub(crate) async fn events_inserted_together_in_a_unit_and_alone(s: DynStore) {
+    let before = insert(&s, &event(Some("k0"), "{\"n\":0}")).await;
+    let batch = |tag: &str| {
+        vec![
+            event(Some(&format!("{tag}1")), "{\"n\":1}"),
+            event(Some("k0"), "{\"again\":0}"),
+            event(None, "not json"),
+            event(Some(&format!("{tag}1")), "{\"again\":1}"),
+            event(Some(&format!("{tag}2")), "{\"n\":2}"),
+        ]
+    };
+    let check = |rows: Vec<StoreResult<InsertEvent>>| -> (i64, i64) {
+        let rows: Vec<InsertEvent> = rows.into_iter().map(Result::unwrap).collect();
+        assert_eq!(rows.len(), 5);
+        let id = |r: &InsertEvent| match r {
+            InsertEvent::Inserted(id) => *id,
+            InsertEvent::Duplicate(d) => panic!("unexpected duplicate of {}", d.id),
+        };
+        let dup = |r: &InsertEvent| match r {
+            InsertEvent::Duplicate(d) => (d.id, d.body.clone()),
+            InsertEvent::Inserted(id) => panic!("inserted twice as {id}"),
+        };
+        let first = id(&rows[0]);
+        assert_eq!(dup(&rows[1]), (before, b"{\"n\":0}".to_vec()));
+        let keyless = id(&rows[2]);
+        assert_eq!(dup(&rows[3]), (first, b"{\"n\":1}".to_vec()));
+        let second = id(&rows[4]);
+        assert!(first != keyless && keyless != second && first != second);
+        (first, second)
+    };
+
+    let (alone, _) = check(s.insert_events(&batch("a")).await);
+    assert_eq!(
+        s.get_event(alone).await.unwrap().unwrap().body,
+        b"{\"n\":1}"
+    );
+
+    let mut rows = None;
+    s.unit(Box::pin(async {
+        rows = Some(s.insert_events(&batch("u")).await);
+        UnitEnd::CommitUnsynced
+    }))
+    .await
+    .unwrap();
+    s.sync().await.unwrap();
+    let (first, second) = check(rows.unwrap());
+    for id in [first, second] {
+        let stored = s.get_event(id).await.unwrap().unwrap();
+        assert_eq!(stored.processing, Processing::Pending);
+    }
 }
 
 pub(crate) async fn events_verify_process_list_retry(s: DynStore) {

@@ -17,7 +17,7 @@ use futures_util::future::BoxFuture;
 use crate::domain::model::*;
 use crate::domain::report::*;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("not found")]
     NotFound,
@@ -74,7 +74,14 @@ impl std::fmt::Debug for StoreLock {
 /// How a unit of work (`Store::unit`) ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UnitEnd {
+    /// Commit; durable writes made in the unit are synced before `unit`
+    /// returns.
     Commit,
+    /// Commit, and leave the sync of the unit's durable writes to the
+    /// caller, who calls `Store::sync` before it reports any of them as
+    /// stored: so that it can let go of its locks first and the next unit
+    /// runs while the disk syncs (group ingest, `domain/ingest.rs`).
+    CommitUnsynced,
     Rollback,
 }
 
@@ -113,6 +120,12 @@ pub trait Store: Send + Sync + 'static {
     /// that uses the store.
     async fn unit<'a>(&'a self, work: BoxFuture<'a, UnitEnd>) -> StoreResult<()> {
         work.await;
+        Ok(())
+    }
+
+    /// Returns once every write committed so far is on disk (after a unit
+    /// that ended `CommitUnsynced`). PostgreSQL syncs each commit itself.
+    async fn sync(&self) -> StoreResult<()> {
         Ok(())
     }
 
@@ -173,6 +186,24 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a delivery durably. A second delivery of the same
     /// `dedup_key` is not inserted: the stored one is returned.
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<InsertEvent>;
+    /// `insert_event` for each of `events`, in order, answered in order
+    /// (one failing leaves the others to succeed). Inside a
+    /// unit on SQLite: in the unit's transaction, in as few statements as
+    /// it can (synced with the unit, see `UnitEnd`).
+    async fn insert_events(&self, events: &[NewEvent]) -> Vec<StoreResult<InsertEvent>> {
+        // One after another: of two with one key, the first is inserted.
+        // Once the store is unavailable the rest are not tried (each try
+        // would wait for the store again).
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            let row = match out.last() {
+                Some(Err(down @ StoreError::Unavailable(_))) => Err(down.clone()),
+                _ => self.insert_event(e).await,
+            };
+            out.push(row);
+        }
+        out
+    }
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>>;
     /// Counts another delivery of a stored event.
     async fn record_delivery(&self, id: i64) -> StoreResult<()>;

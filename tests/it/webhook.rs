@@ -1175,6 +1175,9 @@ struct FaultyStore {
     down: Arc<AtomicBool>,
     /// Saving the conversion of this purchase key fails (a conflict).
     refuse_key: Option<String>,
+    /// Storing the event with this Stripe id fails while `down` is set
+    /// (instead of every event).
+    refuse_event: Option<String>,
 }
 
 #[async_trait::async_trait]
@@ -1184,6 +1187,9 @@ impl Store for FaultyStore {
         work: futures_util::future::BoxFuture<'a, UnitEnd>,
     ) -> StoreResult<()> {
         self.inner.unit(work).await
+    }
+    async fn sync(&self) -> StoreResult<()> {
+        self.inner.sync().await
     }
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
@@ -1265,7 +1271,11 @@ impl Store for FaultyStore {
         self.inner.count_clicks(client_id).await
     }
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<InsertEvent> {
-        if self.down.load(Ordering::SeqCst) {
+        let refused = match &self.refuse_event {
+            None => true,
+            Some(id) => event.stripe_event_id.as_ref() == Some(id),
+        };
+        if refused && self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected: disk unavailable".into()));
         }
         self.inner.insert_event(event).await
@@ -1422,6 +1432,7 @@ async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_a
         inner,
         down: flag,
         refuse_key: None,
+        refuse_event: None,
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
@@ -1456,6 +1467,64 @@ async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_a
     assert_eq!(app.conversions().await.len(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_that_cannot_be_stored_is_never_acknowledged_and_its_batch_loses_nothing() {
+    // Deliveries are stored in batches. One that cannot be stored gets a
+    // 503, and so may the others of its batch; every 2xx has its event
+    // stored and processed; resending what got no 2xx stores each sale once.
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = down.clone();
+    let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
+        inner,
+        down: flag,
+        refuse_key: None,
+        refuse_event: Some("evt_batch_3".into()),
+    }) as DynStore);
+    let client = app.add_client("acme", Some(SECRET_A)).await;
+    let answers =
+        futures_util::future::join_all((0..8).map(|n| app.deliver(&client, SECRET_A, payment(n))))
+            .await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
+    assert_eq!(statuses[3], 503, "{statuses:?}");
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 503),
+        "{statuses:?}"
+    );
+    let stored: Vec<String> = app
+        .events()
+        .await
+        .into_iter()
+        .filter_map(|e| e.stripe_event_id)
+        .collect();
+    for (n, status) in statuses.iter().enumerate() {
+        let id = format!("evt_batch_{n}");
+        if *status == 200 {
+            assert!(stored.contains(&id), "{id} acknowledged but not stored");
+        }
+    }
+    assert!(!stored.contains(&"evt_batch_3".to_string()));
+
+    down.store(false, Ordering::SeqCst);
+    for (n, status) in statuses.iter().enumerate() {
+        if *status != 200 {
+            let again = app.deliver(&client, SECRET_A, payment(n as u32)).await;
+            assert_eq!(again.status(), 200);
+        }
+    }
+    let events = app.events().await;
+    assert_eq!(events.len(), 8, "each event stored once");
+    assert!(events.iter().all(|e| e.processing == Processing::Processed));
+    let mut keys: Vec<String> = app
+        .conversions()
+        .await
+        .into_iter()
+        .map(|c| c.purchase_key)
+        .collect();
+    keys.sort_unstable();
+    let expected: Vec<String> = (0..8).map(|n| format!("pi_batch_{n}")).collect();
+    assert_eq!(keys, expected, "each sale once");
+}
+
 /// Two payments of one customer, told apart by their ids.
 fn payment(n: u32) -> Vec<u8> {
     let mut v = fixture_json("payment_intent_succeeded.json");
@@ -1474,6 +1543,7 @@ async fn an_event_whose_processing_fails_undoes_only_its_own_writes() {
         inner,
         down: Arc::new(AtomicBool::new(false)),
         refuse_key: Some("pi_batch_3".into()),
+        refuse_event: None,
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let answers =

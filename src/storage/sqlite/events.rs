@@ -1,6 +1,8 @@
 //! The webhook event log (SQLite): raw deliveries, their verification and
 //! processing state.
 
+use std::collections::{HashMap, HashSet};
+
 use rusqlite::types::{ToSql, Value};
 use rusqlite::{params, params_from_iter, Connection, Statement};
 
@@ -56,6 +58,67 @@ pub(super) fn insert_event(conn: &Connection, e: &NewEvent) -> StoreResult<Optio
         Some(row) => row.get(0).map(Some).map_err(map_err),
         None => Ok(None),
     }
+}
+
+/// Rows of one multi-row event insert (17 parameters a row).
+const EVENTS_PER_STATEMENT: usize = 64;
+
+/// Inserts `events` (distinct dedup keys) and records the id of each one
+/// inserted; a key already stored inserts nothing and gets no id.
+fn insert_rows(
+    conn: &Connection,
+    events: &[&NewEvent],
+    ids: &mut HashMap<String, i64>,
+) -> StoreResult<()> {
+    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+    let sql = format!(
+        "{INSERT_EVENT_COLS} VALUES {} ON CONFLICT(dedup_key) DO NOTHING RETURNING id, dedup_key",
+        vec![row; events.len()].join(", ")
+    );
+    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
+    for (n, e) in events.iter().enumerate() {
+        bind_event(&mut stmt, 1 + 17 * n, e)?;
+    }
+    let mut rows = stmt.raw_query();
+    while let Some(r) = rows.next().map_err(map_err)? {
+        ids.insert(r.get(1).map_err(map_err)?, r.get(0).map_err(map_err)?);
+    }
+    Ok(())
+}
+
+/// Inserts `events` in as few statements as it can, in whatever
+/// transaction `conn` is in, and returns each one's new id in order, or
+/// `None` when an event with its dedup key is stored already (earlier, or
+/// earlier in `events`).
+pub(super) fn insert_many(
+    conn: &Connection,
+    events: &[&NewEvent],
+) -> StoreResult<Vec<Option<i64>>> {
+    // Events with a dedup key seen first here go in many rows a statement,
+    // their ids read back by key; the others (no key, or a key repeated
+    // here: a duplicate) one by one after them.
+    let mut seen = HashSet::new();
+    let grouped: Vec<&NewEvent> = events
+        .iter()
+        .copied()
+        .filter(|e| e.dedup_key.as_deref().is_some_and(|k| seen.insert(k)))
+        .collect();
+    let mut ids = HashMap::new();
+    for rows in grouped.chunks(EVENTS_PER_STATEMENT) {
+        insert_rows(conn, rows, &mut ids)?;
+    }
+    let mut in_group: HashSet<&str> = grouped
+        .iter()
+        .filter_map(|e| e.dedup_key.as_deref())
+        .collect();
+    events
+        .iter()
+        .map(|e| match e.dedup_key.as_deref() {
+            // The first of its key: inserted above.
+            Some(k) if in_group.remove(k) => Ok(ids.get(k).copied()),
+            _ => insert_event(conn, e),
+        })
+        .collect()
 }
 
 pub(super) fn event_by_dedup_key(conn: &Connection, key: &str) -> StoreResult<Option<StoredEvent>> {

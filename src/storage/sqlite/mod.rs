@@ -310,6 +310,13 @@ impl Store for SqliteStore {
         unit::run(self.id(), conn, work, wal).await
     }
 
+    async fn sync(&self) -> StoreResult<()> {
+        match &self.writer {
+            Some((_, wal)) => unit::sync_off(wal.clone()).await,
+            None => Ok(()),
+        }
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| rows::scalar::<i64>(c, "SELECT 1", []).map(drop))
             .await
@@ -511,6 +518,60 @@ impl Store for SqliteStore {
             None => Err(StoreError::Unavailable(
                 "duplicate event vanished before it could be read".into(),
             )),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(events = events.len()))]
+    async fn insert_events(&self, events: &[NewEvent]) -> Vec<StoreResult<InsertEvent>> {
+        if !unit::active(self.id()) {
+            // One after another: of two with one key, the first is inserted.
+            let mut out = Vec::with_capacity(events.len());
+            for e in events {
+                out.push(self.insert_event(e).await);
+            }
+            return out;
+        }
+        unit::needs_sync();
+        let landed =
+            |c: &Connection, e: &NewEvent, id: Option<i64>| match (id, e.dedup_key.as_deref()) {
+                (Some(id), _) => Ok(InsertEvent::Inserted(id)),
+                (None, Some(key)) => match events::event_by_dedup_key(c, key)? {
+                    Some(stored) => Ok(InsertEvent::Duplicate(Box::new(stored))),
+                    None => Err(StoreError::Unavailable(
+                        "duplicate event vanished before it could be read".into(),
+                    )),
+                },
+                (None, None) => Err(StoreError::Unavailable(
+                    "event insert returned no id without a dedup key".into(),
+                )),
+            };
+        let together = unit::with(|c| {
+            let rows: Vec<&NewEvent> = events.iter().collect();
+            // All or none: if one row fails, the others are tried alone.
+            c.execute_batch("SAVEPOINT insert_events")
+                .map_err(map_err)?;
+            match events::insert_many(c, &rows) {
+                Ok(ids) => {
+                    c.execute_batch("RELEASE insert_events").map_err(map_err)?;
+                    Ok(rows
+                        .iter()
+                        .zip(ids)
+                        .map(|(e, id)| landed(c, e, id))
+                        .collect())
+                }
+                Err(e) => {
+                    c.execute_batch("ROLLBACK TO insert_events; RELEASE insert_events")
+                        .map_err(map_err)?;
+                    Err(e)
+                }
+            }
+        });
+        match together {
+            Ok(out) => out,
+            Err(_) => events
+                .iter()
+                .map(|e| unit::with(|c| events::insert_event(c, e).and_then(|id| landed(c, e, id))))
+                .collect(),
         }
     }
 

@@ -65,7 +65,8 @@ pub(super) fn needs_sync() {
 
 /// Runs `work` in a new unit on `conn` (the store's write connection,
 /// already locked); `wal` is the file to sync after a commit that needs it
-/// (`None` for an in-memory database).
+/// (`None` for an in-memory database). The sync runs after the connection
+/// is let go, so that other writes need not wait for the disk.
 pub(super) async fn run<'a>(
     store: usize,
     conn: OwnedMutexGuard<Connection>,
@@ -80,29 +81,39 @@ pub(super) async fn run<'a>(
         needs_sync: Cell::new(false),
         finished: Cell::new(false),
     };
-    UNIT.scope(unit, async move {
-        let end = work.await;
-        UNIT.with(|u| {
-            let sql = match end {
-                UnitEnd::Commit => "COMMIT",
-                UnitEnd::Rollback => "ROLLBACK",
-            };
-            let done = u.conn.execute_batch(sql).map_err(map_err);
-            if done.is_err() {
-                // A failed COMMIT leaves the transaction open: end it.
-                let _ = u.conn.execute_batch("ROLLBACK");
-            }
-            u.finished.set(true);
-            done?;
-            if let (UnitEnd::Commit, true, Some(wal)) = (end, u.needs_sync.get(), &wal) {
-                super::writer::sync(wal).map_err(|e| {
-                    crate::storage::StoreError::Unavailable(format!("syncing the WAL: {e}"))
-                })?;
-            }
-            Ok(())
+    let sync_owed = UNIT
+        .scope(unit, async move {
+            let end = work.await;
+            UNIT.with(|u| {
+                let sql = match end {
+                    UnitEnd::Commit | UnitEnd::CommitUnsynced => "COMMIT",
+                    UnitEnd::Rollback => "ROLLBACK",
+                };
+                let done = u.conn.execute_batch(sql).map_err(map_err);
+                if done.is_err() {
+                    // A failed COMMIT leaves the transaction open: end it.
+                    let _ = u.conn.execute_batch("ROLLBACK");
+                }
+                u.finished.set(true);
+                done.map(|()| end == UnitEnd::Commit && u.needs_sync.get())
+            })
         })
-    })
-    .await
+        .await?;
+    match (sync_owed, wal) {
+        (true, Some(wal)) => sync_off(wal).await,
+        _ => Ok(()),
+    }
+}
+
+/// Syncs the WAL on tokio's blocking pool (an fsync takes from a fraction
+/// of a millisecond to a stall of many).
+pub(super) async fn sync_off(wal: PathBuf) -> StoreResult<()> {
+    let unavailable =
+        |e: String| crate::storage::StoreError::Unavailable(format!("syncing the WAL: {e}"));
+    tokio::task::spawn_blocking(move || super::writer::sync(&wal))
+        .await
+        .map_err(|e| unavailable(e.to_string()))?
+        .map_err(|e| unavailable(e.to_string()))
 }
 
 /// Runs `work` as a savepoint inside the current unit.
@@ -119,7 +130,7 @@ pub(super) async fn nested(work: futures_util::future::BoxFuture<'_, UnitEnd>) -
     let end = work.await;
     UNIT.with(|u| u.depth.set(u.depth.get() - 1));
     with(|c| match end {
-        UnitEnd::Commit => c
+        UnitEnd::Commit | UnitEnd::CommitUnsynced => c
             .prepare_cached(&format!("RELEASE {name}"))
             .and_then(|mut s| s.execute([]))
             .map(drop)

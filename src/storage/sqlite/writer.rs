@@ -20,7 +20,6 @@
 //! milliseconds, never runs. Checkpoints run on a connection of their own
 //! (`checkpoint`), which needs no write lock.
 
-use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +28,7 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::catalog;
-use super::events::{bind_event, insert_event, INSERT_EVENT_COLS};
+use super::events::{insert_event, insert_many};
 use super::rows::map_err;
 use crate::domain::model::{Click, NewEvent};
 use crate::storage::{StoreError, StoreResult};
@@ -171,36 +170,20 @@ fn write_batch(conn: &Connection, jobs: &[Job]) -> StoreResult<Vec<StoreResult<D
     for rows in clicks.chunks(CLICKS_PER_STATEMENT) {
         insert_clicks(&tx, rows)?;
     }
-    // Events with a dedup key seen first in this batch go in many rows a
-    // statement too, their ids read back by key; the others (no key, or a
-    // key repeated in the batch: a duplicate) one by one after them.
-    let mut seen = HashSet::new();
-    let grouped: Vec<&NewEvent> = jobs
+    // Events go in many rows a statement (`events::insert_many`).
+    let events: Vec<&NewEvent> = jobs
         .iter()
         .filter_map(|j| match &j.op {
-            Op::Event(e) => e.dedup_key.as_ref().map(|k| (k, &**e)),
+            Op::Event(e) => Some(&**e),
             _ => None,
         })
-        .filter(|(k, _)| seen.insert(k.as_str()))
-        .map(|(_, e)| e)
         .collect();
-    let mut ids = HashMap::new();
-    for rows in grouped.chunks(EVENTS_PER_STATEMENT) {
-        insert_events(&tx, rows, &mut ids)?;
-    }
-    let mut in_group: HashSet<&str> = grouped
-        .iter()
-        .filter_map(|e| e.dedup_key.as_deref())
-        .collect();
+    let mut event_ids = insert_many(&tx, &events)?.into_iter();
     let mut results = Vec::with_capacity(jobs.len());
     for job in jobs {
         results.push(match &job.op {
             Op::Click(_) => Ok(Done::Click),
-            Op::Event(e) => match e.dedup_key.as_deref() {
-                // The first of its key in the batch: inserted above.
-                Some(k) if in_group.remove(k) => Ok(Done::Event(ids.get(k).copied())),
-                _ => Ok(Done::Event(insert_event(&tx, e)?)),
-            },
+            Op::Event(_) => Ok(Done::Event(event_ids.next().flatten())),
             // A write of its own may fail alone (a name taken): its
             // savepoint is rolled back, the rest of the batch commits.
             Op::Exec(exec) => {
@@ -217,32 +200,6 @@ fn write_batch(conn: &Connection, jobs: &[Job]) -> StoreResult<Vec<StoreResult<D
     }
     tx.commit().map_err(map_err)?;
     Ok(results)
-}
-
-/// Rows of one multi-row event insert (17 parameters a row).
-const EVENTS_PER_STATEMENT: usize = 64;
-
-/// Inserts `events` (distinct dedup keys) and records the id of each one
-/// inserted; a key already stored inserts nothing and gets no id.
-fn insert_events(
-    conn: &Connection,
-    events: &[&NewEvent],
-    ids: &mut HashMap<String, i64>,
-) -> StoreResult<()> {
-    let row = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
-    let sql = format!(
-        "{INSERT_EVENT_COLS} VALUES {} ON CONFLICT(dedup_key) DO NOTHING RETURNING id, dedup_key",
-        vec![row; events.len()].join(", ")
-    );
-    let mut stmt = conn.prepare_cached(&sql).map_err(map_err)?;
-    for (n, e) in events.iter().enumerate() {
-        bind_event(&mut stmt, 1 + 17 * n, e)?;
-    }
-    let mut rows = stmt.raw_query();
-    while let Some(r) = rows.next().map_err(map_err)? {
-        ids.insert(r.get(1).map_err(map_err)?, r.get(0).map_err(map_err)?);
-    }
-    Ok(())
 }
 
 /// Rows of one multi-row click insert (10 parameters a row).

@@ -178,14 +178,11 @@ impl Tracker {
             .list_conversions(&ConversionFilter {
                 client_id: Some(client.id.clone()),
                 customer: Some(customer.clone()),
+                subscription: Some(subscription.clone()),
                 ..Default::default()
             })
             .await?;
-        let same_sub = || {
-            siblings
-                .iter()
-                .filter(|c| c.id != id && c.subscription.as_ref() == Some(subscription))
-        };
+        let same_sub = || siblings.iter().filter(|c| c.id != id);
         let had_trial = same_sub().any(|c| c.kind == ConversionKind::TrialStart);
         let paid_before = same_sub().any(|c| {
             c.kind != ConversionKind::TrialStart
@@ -211,12 +208,10 @@ impl Tracker {
             .list_conversions(&ConversionFilter {
                 client_id: Some(client.id.clone()),
                 customer: Some(customer.clone()),
+                subscription: Some(subscription.clone()),
                 ..Default::default()
             })
-            .await?
-            .into_iter()
-            .filter(|c| c.subscription.as_ref() == Some(subscription))
-            .collect();
+            .await?;
         if !same_sub
             .iter()
             .any(|c| c.kind == ConversionKind::TrialStart)

@@ -558,6 +558,8 @@ pub struct ConversionFilter {
     pub unverified_only: bool,
     pub customer: Option<String>,
     pub email: Option<String>,
+    /// Stripe subscription id.
+    pub subscription: Option<String>,
     pub purchase_key: Option<String>,
     pub status: Option<ConversionStatus>,
     pub livemode: Option<bool>,

@@ -740,6 +740,7 @@ pub(crate) async fn conversions_list_filters(s: DynStore) {
     let mut a = conversion("a", "c1", "k1", 100);
     a.customer = Some("cus_1".into());
     a.email = Some("Ann@Example.com".into());
+    a.subscription = Some("sub_1".into());
     let mut b = conversion("b", "c1", "k2", 300);
     b.link_id = None;
     b.verified = false;
@@ -788,6 +789,22 @@ pub(crate) async fn conversions_list_filters(s: DynStore) {
         f(ConversionFilter {
             unverified_only: true,
             client_id: Some("c2".into()),
+            ..Default::default()
+        })
+        .await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        f(ConversionFilter {
+            subscription: Some("sub_1".into()),
+            ..Default::default()
+        })
+        .await,
+        ["a"]
+    );
+    assert_eq!(
+        f(ConversionFilter {
+            subscription: Some("sub_2".into()),
             ..Default::default()
         })
         .await,

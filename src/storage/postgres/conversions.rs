@@ -152,6 +152,9 @@ pub(super) async fn list_conversions(
     if let Some(c) = &filter.customer {
         qb.push(" AND customer = ").push_bind(c.as_str());
     }
+    if let Some(s) = &filter.subscription {
+        qb.push(" AND subscription = ").push_bind(s.as_str());
+    }
     if let Some(e) = &filter.email {
         qb.push(" AND lower(email) = lower(")
             .push_bind(e.as_str())

@@ -201,6 +201,9 @@ pub(super) fn conversions_query(filter: &ConversionFilter) -> (String, Vec<Value
     if let Some(c) = &filter.customer {
         text(&mut sql, " AND customer = ?", c);
     }
+    if let Some(s) = &filter.subscription {
+        text(&mut sql, " AND subscription = ?", s);
+    }
     if let Some(e) = &filter.email {
         text(&mut sql, " AND lower(email) = lower(?)", e);
     }

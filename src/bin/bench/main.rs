@@ -19,6 +19,12 @@ use anyhow::Context;
 
 use report::Report;
 
+/// mimalloc instead of glibc's malloc: under webhook load the ingest batch
+/// waited on glibc's arena locks each time it freed memory a request thread
+/// had allocated (perf sched: most of the batch's off-CPU time).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Sizes and durations of one run.
 #[derive(Debug, Clone)]
 pub struct Sizes {

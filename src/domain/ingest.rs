@@ -687,24 +687,23 @@ impl Tracker {
     /// Records that `alias` belongs to purchase `key`; what was kept under
     /// `alias` moves to `key`, and a conversion made under `alias` (a payment
     /// intent that turned out to pay an invoice) is folded into `key`'s.
+    /// `key` is resolved already (`resolve`): aliases are kept one level
+    /// deep (`set_alias` re-points those that named `alias`), and linking
+    /// another id to `key` never makes `key` itself an alias.
     async fn link_alias(&self, client: &Client, alias: &str, key: &str) -> DomainResult<()> {
-        if alias == key {
-            return Ok(());
-        }
-        let key = self.resolve(client, key).await?;
         if alias == key
             || self
                 .store
                 .resolve_alias(&client.id, alias)
                 .await?
                 .as_deref()
-                == Some(key.as_str())
+                == Some(key)
         {
             return Ok(());
         }
-        self.store.set_alias(&client.id, alias, &key).await?;
+        self.store.set_alias(&client.id, alias, key).await?;
         if let Some(moved) = self.store.get_conversion_by_key(&client.id, alias).await? {
-            match self.store.get_conversion_by_key(&client.id, &key).await? {
+            match self.store.get_conversion_by_key(&client.id, key).await? {
                 Some(target) => {
                     self.store.merge_conversion(&moved.id, &target.id).await?;
                     // Keep a stronger attribution the folded one had.
@@ -720,7 +719,7 @@ impl Tracker {
                         }
                     }
                 }
-                None => self.store.rekey_conversion(&moved.id, &key).await?,
+                None => self.store.rekey_conversion(&moved.id, key).await?,
             }
         }
         Ok(())

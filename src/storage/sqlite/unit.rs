@@ -123,8 +123,11 @@ pub(super) async fn nested(work: futures_util::future::BoxFuture<'_, UnitEnd>) -
         u.depth.set(depth);
         format!("unit{depth}")
     });
+    // A batch opens one per event: the statement is prepared once.
     with(|c| {
-        c.execute_batch(&format!("SAVEPOINT {name}"))
+        c.prepare_cached(&format!("SAVEPOINT {name}"))
+            .and_then(|mut s| s.execute([]))
+            .map(drop)
             .map_err(map_err)
     })?;
     let end = work.await;

@@ -203,21 +203,25 @@ impl Tracker {
         let (Some(subscription), Some(customer)) = (&saved.subscription, &saved.customer) else {
             return Ok(());
         };
-        let same_sub: Vec<Conversion> = self
-            .store
-            .list_conversions(&ConversionFilter {
-                client_id: Some(client.id.clone()),
-                customer: Some(customer.clone()),
-                subscription: Some(subscription.clone()),
-                ..Default::default()
-            })
-            .await?;
-        if !same_sub
-            .iter()
-            .any(|c| c.kind == ConversionKind::TrialStart)
+        let filter = ConversionFilter {
+            client_id: Some(client.id.clone()),
+            customer: Some(customer.clone()),
+            subscription: Some(subscription.clone()),
+            ..Default::default()
+        };
+        // Most subscriptions never had a trial: one query that finds no
+        // row settles it.
+        let trial = ConversionFilter {
+            kind: Some(ConversionKind::TrialStart),
+            limit: 1,
+            ..filter.clone()
+        };
+        if saved.kind != ConversionKind::TrialStart
+            && self.store.list_conversions(&trial).await?.is_empty()
         {
             return Ok(());
         }
+        let same_sub = self.store.list_conversions(&filter).await?;
         for sibling in same_sub
             .into_iter()
             .filter(|c| c.id != saved.id && c.kind != ConversionKind::TrialStart)

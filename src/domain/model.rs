@@ -562,6 +562,7 @@ pub struct ConversionFilter {
     pub subscription: Option<String>,
     pub purchase_key: Option<String>,
     pub status: Option<ConversionStatus>,
+    pub kind: Option<ConversionKind>,
     pub livemode: Option<bool>,
     /// Purchased at or after (inclusive).
     pub from: Option<Millis>,

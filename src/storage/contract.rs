@@ -741,6 +741,7 @@ pub(crate) async fn conversions_list_filters(s: DynStore) {
     a.customer = Some("cus_1".into());
     a.email = Some("Ann@Example.com".into());
     a.subscription = Some("sub_1".into());
+    a.kind = ConversionKind::TrialStart;
     let mut b = conversion("b", "c1", "k2", 300);
     b.link_id = None;
     b.verified = false;
@@ -797,6 +798,14 @@ pub(crate) async fn conversions_list_filters(s: DynStore) {
     assert_eq!(
         f(ConversionFilter {
             subscription: Some("sub_1".into()),
+            ..Default::default()
+        })
+        .await,
+        ["a"]
+    );
+    assert_eq!(
+        f(ConversionFilter {
+            kind: Some(ConversionKind::TrialStart),
             ..Default::default()
         })
         .await,

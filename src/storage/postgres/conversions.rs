@@ -166,6 +166,9 @@ pub(super) async fn list_conversions(
     if let Some(st) = filter.status {
         qb.push(" AND status = ").push_bind(st.as_str());
     }
+    if let Some(k) = filter.kind {
+        qb.push(" AND kind = ").push_bind(k.as_str());
+    }
     if let Some(live) = filter.livemode {
         qb.push(" AND livemode = ").push_bind(live);
     }

@@ -213,6 +213,9 @@ pub(super) fn conversions_query(filter: &ConversionFilter) -> (String, Vec<Value
     if let Some(st) = filter.status {
         text(&mut sql, " AND status = ?", st.as_str());
     }
+    if let Some(k) = filter.kind {
+        text(&mut sql, " AND kind = ?", k.as_str());
+    }
     if filter.orphans_only {
         // With a customer or an email named, their index finds the few rows
         // fast; left to itself SQLite would walk every orphan of the client

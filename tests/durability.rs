@@ -48,6 +48,29 @@ fn cli(db_url: &str, args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).expect("json output")
 }
 
+#[test]
+fn logs_written_to_a_file_are_plain_text() {
+    // A log file or a journal gets no terminal colour codes.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db_url = format!("sqlite://{}", dir.path().join("logs.db").display());
+    let out = Command::new(BIN)
+        .args([
+            "--database",
+            &db_url,
+            "client",
+            "add",
+            "--name",
+            "Plain Logs",
+        ])
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run salestrack");
+    assert!(out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("client added"), "{log}");
+    assert!(!log.contains('\u{1b}'), "escape codes in {log:?}");
+}
+
 struct Server {
     child: Child,
 }

@@ -186,23 +186,13 @@ pub trait Store: Send + Sync + 'static {
     /// Commits a delivery durably. A second delivery of the same
     /// `dedup_key` is not inserted: the stored one is returned.
     async fn insert_event(&self, event: &NewEvent) -> StoreResult<InsertEvent>;
-    /// `insert_event` for each of `events`, in order, answered in order
-    /// (one failing leaves the others to succeed). Inside a
-    /// unit on SQLite: in the unit's transaction, in as few statements as
-    /// it can (synced with the unit, see `UnitEnd`).
+    /// `insert_event` for each of `events`, in order, answered in order: one
+    /// refused leaves the others to be stored (`insert_each`; once the store
+    /// is unavailable the rest get that error without a try). Inside a unit
+    /// on SQLite: in the unit's transaction, in as few statements as it can,
+    /// synced with the unit (see `UnitEnd`).
     async fn insert_events(&self, events: &[NewEvent]) -> Vec<StoreResult<InsertEvent>> {
-        // One after another: of two with one key, the first is inserted.
-        // Once the store is unavailable the rest are not tried (each try
-        // would wait for the store again).
-        let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            let row = match out.last() {
-                Some(Err(down @ StoreError::Unavailable(_))) => Err(down.clone()),
-                _ => self.insert_event(e).await,
-            };
-            out.push(row);
-        }
-        out
+        insert_each(self, events).await
     }
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>>;
     /// Counts another delivery of a stored event.
@@ -351,6 +341,24 @@ pub fn is_postgres_url(url: &str) -> bool {
 
 /// Opens the store a database URL names, creating the SQLite file if needed,
 /// and runs migrations. Default connection options.
+/// `insert_event` for each of `events`, one after another (of two with one
+/// key, the first is inserted). Once the store is unavailable the rest are
+/// not tried: each try would wait for the store again.
+pub(crate) async fn insert_each<S: Store + ?Sized>(
+    store: &S,
+    events: &[NewEvent],
+) -> Vec<StoreResult<InsertEvent>> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let row = match out.last() {
+            Some(Err(down @ StoreError::Unavailable(_))) => Err(down.clone()),
+            _ => store.insert_event(e).await,
+        };
+        out.push(row);
+    }
+    out
+}
+
 pub async fn connect(url: &str) -> StoreResult<DynStore> {
     connect_with(url, &DbOptions::default()).await
 }

@@ -524,12 +524,7 @@ impl Store for SqliteStore {
     #[tracing::instrument(skip_all, fields(events = events.len()))]
     async fn insert_events(&self, events: &[NewEvent]) -> Vec<StoreResult<InsertEvent>> {
         if !unit::active(self.id()) {
-            // One after another: of two with one key, the first is inserted.
-            let mut out = Vec::with_capacity(events.len());
-            for e in events {
-                out.push(self.insert_event(e).await);
-            }
-            return out;
+            return crate::storage::insert_each(self, events).await;
         }
         unit::needs_sync();
         let landed =

@@ -92,7 +92,17 @@ async fn receive(state: AppState, endpoint: Endpoint, headers: HeaderMap, body: 
         body: Vec::from(body),
         received_at,
     };
-    let outcome = state.tracker.ingest(delivery).await;
+    // On a task of its own: if the caller goes away mid-way, the delivery
+    // is still stored and processed, and so are the others of its batch
+    // when this request leads one (dropping the batch would roll all of
+    // them back and answer them 503).
+    let tracker = state.tracker.clone();
+    let outcome = match tokio::spawn(async move { tracker.ingest(delivery).await }).await {
+        Ok(outcome) => outcome,
+        // A panic stays a panic (the catch-panic layer answers 500); the
+        // task is never aborted.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    };
     super::metrics::record_webhook(outcome.as_ref().ok());
     match outcome {
         Ok(IngestOutcome::Accepted {

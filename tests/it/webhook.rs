@@ -2,6 +2,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use salestrack::domain::client::ClientIn;
 use salestrack::domain::model::*;
@@ -9,6 +10,7 @@ use salestrack::domain::report::*;
 use salestrack::storage::{DynStore, Store, StoreError, StoreResult, UnitEnd};
 use salestrack::stripe::signature::header_for;
 use serde_json::{json, Value};
+use tokio::io::AsyncWriteExt;
 
 use crate::helpers::*;
 
@@ -1178,6 +1180,8 @@ struct FaultyStore {
     /// Storing the event with this Stripe id fails while `down` is set
     /// (instead of every event).
     refuse_event: Option<String>,
+    /// Storing an event takes this long first (a slow disk).
+    slow_insert: Duration,
 }
 
 #[async_trait::async_trait]
@@ -1278,6 +1282,7 @@ impl Store for FaultyStore {
         if refused && self.down.load(Ordering::SeqCst) {
             return Err(StoreError::Unavailable("injected: disk unavailable".into()));
         }
+        tokio::time::sleep(self.slow_insert).await;
         self.inner.insert_event(event).await
     }
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>> {
@@ -1433,6 +1438,7 @@ async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_a
         down: flag,
         refuse_key: None,
         refuse_event: None,
+        slow_insert: Duration::ZERO,
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
@@ -1479,6 +1485,7 @@ async fn a_delivery_that_cannot_be_stored_is_never_acknowledged_and_its_batch_lo
         down: flag,
         refuse_key: None,
         refuse_event: Some("evt_batch_3".into()),
+        slow_insert: Duration::ZERO,
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let answers =
@@ -1525,6 +1532,51 @@ async fn a_delivery_that_cannot_be_stored_is_never_acknowledged_and_its_batch_lo
     assert_eq!(keys, expected, "each sale once");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_caller_hangs_up_is_still_stored_and_processed() {
+    // The caller sends a whole delivery and closes the connection before
+    // the answer (a timeout on the sender's side). The server may drop the
+    // request's future; the delivery, and any batch it leads, goes on.
+    let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
+        inner,
+        down: Arc::new(AtomicBool::new(false)),
+        refuse_key: None,
+        refuse_event: None,
+        slow_insert: Duration::from_millis(400),
+    }) as DynStore);
+    let client = app.add_client("acme", Some(SECRET_A)).await;
+    let body = payment(41);
+    let head = format!(
+        "POST /webhooks/stripe/{} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+         stripe-signature: {}\r\ncontent-length: {}\r\n\r\n",
+        client.id,
+        app.addr,
+        sign(&body, SECRET_A),
+        body.len()
+    );
+    let mut socket = tokio::net::TcpStream::connect(app.addr).await.unwrap();
+    socket.write_all(head.as_bytes()).await.unwrap();
+    socket.write_all(&body).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(socket);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = app.events().await;
+        if let Some(e) = events.first() {
+            if e.processing == Processing::Processed {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the delivery was not stored and processed: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(app.conversions().await.len(), 1);
+}
+
 /// Two payments of one customer, told apart by their ids.
 fn payment(n: u32) -> Vec<u8> {
     let mut v = fixture_json("payment_intent_succeeded.json");
@@ -1544,6 +1596,7 @@ async fn an_event_whose_processing_fails_undoes_only_its_own_writes() {
         down: Arc::new(AtomicBool::new(false)),
         refuse_key: Some("pi_batch_3".into()),
         refuse_event: None,
+        slow_insert: Duration::ZERO,
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let answers =

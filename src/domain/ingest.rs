@@ -163,6 +163,10 @@ impl Tracker {
             processing,
         };
         let event_type = new_event.event_type.clone();
+        let (stripe_event, api_version) = (
+            new_event.stripe_event_id.clone(),
+            new_event.api_version.clone(),
+        );
         // What processing the event needs is read now, beside other
         // deliveries; the batch only writes.
         let (after, invalid) = match parsed {
@@ -198,7 +202,9 @@ impl Tracker {
         // failed for the sweep): nothing below can lose it.
         tracing::info!(
             event_id,
+            stripe_event = stripe_event.as_deref().unwrap_or("-"),
             event_type = event_type.as_deref().unwrap_or("-"),
+            api_version = api_version.as_deref().unwrap_or("-"),
             verified = verified_by.is_some(),
             "webhook event stored"
         );
@@ -419,11 +425,20 @@ impl Tracker {
     async fn after_insert(&self, event_id: i64, after: AfterInsert) -> Result<(), StoreError> {
         match after {
             AfterInsert::Nothing => Ok(()),
-            AfterInsert::Fail(reason) => self
-                .store
-                .set_event_processing(event_id, None, Processing::Failed, Some(reason))
-                .await
-                .map(drop),
+            AfterInsert::Fail(reason) => {
+                let marked = self
+                    .store
+                    .set_event_processing(event_id, None, Processing::Failed, Some(reason))
+                    .await;
+                match marked {
+                    Err(e @ StoreError::Unavailable(_)) => Err(e),
+                    Err(e) => {
+                        tracing::error!(event_id, error = %e, "could not mark the event failed");
+                        Ok(())
+                    }
+                    Ok(_) => Ok(()),
+                }
+            }
             AfterInsert::Record(result) => {
                 self.record_processing(event_id, result).await;
                 Ok(())

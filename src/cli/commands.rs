@@ -254,7 +254,7 @@ async fn client_out(tracker: &Tracker, client: &Client) -> anyhow::Result<Client
         .store()
         .list_client_secrets()
         .await?
-        .into_iter()
+        .iter()
         .find(|c| c.client.id == client.id)
         .map(|c| c.secrets.iter().map(|s| s.masked()).collect())
         .unwrap_or_default();

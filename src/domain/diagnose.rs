@@ -117,7 +117,7 @@ impl Tracker {
                 .store
                 .list_client_secrets()
                 .await?
-                .into_iter()
+                .iter()
                 .find(|c| c.client.id == client.id)
                 .map_or(0, |c| c.secrets.len());
             let mut next_steps = Vec::new();

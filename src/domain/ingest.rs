@@ -4,6 +4,8 @@
 //! Invariant: nothing here answers "accepted" unless `insert_event` returned,
 //! i.e. the raw body is durably committed.
 
+use std::sync::Arc;
+
 use tokio::sync::oneshot;
 
 use crate::storage::{StoreError, StoreResult, UnitEnd};
@@ -116,7 +118,7 @@ impl Tracker {
         let known_endpoint = endpoint_client
             .as_ref()
             .is_none_or(|id| clients.iter().any(|c| &c.client.id == id));
-        let candidates: Vec<ClientSecrets> = match &endpoint_client {
+        let candidates: Arc<[ClientSecrets]> = match &endpoint_client {
             Some(id) => clients
                 .iter()
                 .filter(|c| &c.client.id == id)
@@ -555,9 +557,9 @@ impl Tracker {
                     .cloned()
                     .collect();
                 let candidates = if candidates.is_empty() {
-                    &clients
+                    &clients[..]
                 } else {
-                    &candidates
+                    &candidates[..]
                 };
                 suspect_client(candidates, envelope.account.as_deref(), email.as_deref())
             }
@@ -569,9 +571,9 @@ impl Tracker {
             });
         };
         let client = clients
-            .into_iter()
+            .iter()
             .find(|c| c.client.id == client_id)
-            .map(|c| c.client)
+            .map(|c| c.client.clone())
             .ok_or_else(|| DomainError::NotFound {
                 what: "client",
                 id: client_id.clone(),
@@ -844,8 +846,12 @@ impl Tracker {
             return Ok(true);
         }
         let clients = self.store.list_client_secrets().await?;
-        let candidates: Vec<ClientSecrets> = match &event.endpoint_client_id {
-            Some(id) => clients.into_iter().filter(|c| &c.client.id == id).collect(),
+        let candidates: Arc<[ClientSecrets]> = match &event.endpoint_client_id {
+            Some(id) => clients
+                .iter()
+                .filter(|c| &c.client.id == id)
+                .cloned()
+                .collect(),
             None => clients,
         };
         let signature = stored_signature(&event.headers);
@@ -1033,7 +1039,7 @@ pub(crate) struct Pending {
     envelope: Envelope,
     facts: EventFacts,
     /// The clients and secrets its verification used.
-    clients: Vec<ClientSecrets>,
+    clients: Arc<[ClientSecrets]>,
     verified_by: Option<String>,
 }
 
@@ -1062,7 +1068,7 @@ struct FactsIn<'a> {
     event_id: i64,
     envelope: &'a Envelope,
     facts: EventFacts,
-    clients: Vec<ClientSecrets>,
+    clients: Arc<[ClientSecrets]>,
     verified_by: Option<&'a str>,
     source: EventSource,
 }

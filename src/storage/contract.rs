@@ -1175,8 +1175,8 @@ pub(crate) async fn ties_keep_insertion_order(s: DynStore) {
         .list_client_secrets()
         .await
         .unwrap()
-        .into_iter()
-        .map(|c| c.client.id)
+        .iter()
+        .map(|c| c.client.id.clone())
         .collect();
     assert_eq!(ids, ["c_z", "c_a", "c_m"]);
     // A settings update does not move a client.

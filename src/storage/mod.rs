@@ -150,7 +150,7 @@ pub trait Store: Send + Sync + 'static {
     /// Adds an active secret; adding one that exists is a no-op.
     async fn add_webhook_secret(&self, client_id: &str, secret: &WebhookSecret) -> StoreResult<()>;
     /// Every client with its active secrets, clients oldest first.
-    async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>>;
+    async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>>;
 
     // ---- links ------------------------------------------------------------
     /// `Conflict` when the client already has this slug.

@@ -1229,7 +1229,7 @@ impl Store for FaultyStore {
     async fn add_webhook_secret(&self, client_id: &str, secret: &WebhookSecret) -> StoreResult<()> {
         self.inner.add_webhook_secret(client_id, secret).await
     }
-    async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>> {
+    async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>> {
         self.inner.list_client_secrets().await
     }
     async fn insert_link(&self, link: &Link) -> StoreResult<()> {

@@ -239,7 +239,7 @@ pub async fn show_client(
     let secrets = store
         .list_client_secrets()
         .await?
-        .into_iter()
+        .iter()
         .find(|c| c.client.id == client.id)
         .map(|c| c.secrets.iter().map(WebhookSecret::masked).collect())
         .unwrap_or_default();

@@ -22,6 +22,7 @@ pub mod scratch;
 mod tests;
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -200,8 +201,10 @@ impl Store for PgStore {
         catalog::add_webhook_secret(&self.pool, client_id, secret).await
     }
 
-    async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>> {
-        catalog::list_client_secrets(&self.pool).await
+    async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>> {
+        catalog::list_client_secrets(&self.pool)
+            .await
+            .map(Arc::from)
     }
 
     // ---- links --------------------------------------------------------------

@@ -64,7 +64,7 @@ pub struct SqliteStore {
     conns: Arc<Conns>,
     /// The clients and their secrets as of a `client_catalog_version`
     /// (migration 0004): every delivery needs them.
-    client_secrets: Mutex<Option<(i64, Arc<Vec<ClientSecrets>>)>>,
+    client_secrets: Mutex<Option<(i64, Arc<[ClientSecrets]>)>>,
     /// Group commit and the WAL file it syncs (`None` for an in-memory
     /// database, which lives in its one connection).
     writer: Option<(writer::Writer, PathBuf)>,
@@ -389,10 +389,10 @@ impl Store for SqliteStore {
             .map(drop)
     }
 
-    async fn list_client_secrets(&self) -> StoreResult<Vec<ClientSecrets>> {
+    async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>> {
         if unit::active(self.id()) {
             // A unit may have changed them and not committed yet.
-            return self.read(catalog::list_client_secrets).await;
+            return self.read(catalog::list_client_secrets).await.map(Arc::from);
         }
         let cache = &self.client_secrets;
         self.read(|c| {
@@ -409,13 +409,13 @@ impl Store for SqliteStore {
             let list = match cached {
                 Some(list) => list,
                 None => {
-                    let list = Arc::new(catalog::list_client_secrets(c)?);
+                    let list: Arc<[ClientSecrets]> = catalog::list_client_secrets(c)?.into();
                     *cache.lock().unwrap_or_else(PoisonError::into_inner) =
                         Some((version, list.clone()));
                     list
                 }
             };
-            Ok(list.as_ref().clone())
+            Ok(list)
         })
         .await
     }

@@ -373,8 +373,8 @@ async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
         .list_client_secrets()
         .await
         .unwrap()
-        .into_iter()
-        .map(|c| c.client.id)
+        .iter()
+        .map(|c| c.client.id.clone())
         .collect();
     assert_eq!(ids, ["c1", "c2"]);
 }

@@ -1184,6 +1184,19 @@ struct FaultyStore {
     slow_insert: Duration,
 }
 
+impl FaultyStore {
+    /// `inner` with no fault: each test switches on the one it needs.
+    fn over(inner: DynStore) -> Self {
+        Self {
+            inner,
+            down: Arc::new(AtomicBool::new(false)),
+            refuse_key: None,
+            refuse_event: None,
+            slow_insert: Duration::ZERO,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for FaultyStore {
     async fn unit<'a>(
@@ -1434,11 +1447,8 @@ async fn when_the_store_cannot_commit_the_webhook_answers_503_and_the_retry_is_a
     let down = Arc::new(AtomicBool::new(false));
     let flag = down.clone();
     let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
-        inner,
         down: flag,
-        refuse_key: None,
-        refuse_event: None,
-        slow_insert: Duration::ZERO,
+        ..FaultyStore::over(inner)
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = fixture("payment_intent_succeeded.json");
@@ -1481,11 +1491,9 @@ async fn a_delivery_that_cannot_be_stored_is_never_acknowledged_and_its_batch_lo
     let down = Arc::new(AtomicBool::new(true));
     let flag = down.clone();
     let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
-        inner,
         down: flag,
-        refuse_key: None,
         refuse_event: Some("evt_batch_3".into()),
-        slow_insert: Duration::ZERO,
+        ..FaultyStore::over(inner)
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let answers =
@@ -1538,11 +1546,8 @@ async fn a_delivery_whose_caller_hangs_up_is_still_stored_and_processed() {
     // the answer (a timeout on the sender's side). The server may drop the
     // request's future; the delivery, and any batch it leads, goes on.
     let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
-        inner,
-        down: Arc::new(AtomicBool::new(false)),
-        refuse_key: None,
-        refuse_event: None,
         slow_insert: Duration::from_millis(400),
+        ..FaultyStore::over(inner)
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let body = payment(41);
@@ -1592,11 +1597,8 @@ async fn an_event_whose_processing_fails_undoes_only_its_own_writes() {
     // one leaves no fact or alias behind and is marked failed; the others
     // (in its batch or not) are processed and kept.
     let app = spawn_app_with!(move |inner| Arc::new(FaultyStore {
-        inner,
-        down: Arc::new(AtomicBool::new(false)),
         refuse_key: Some("pi_batch_3".into()),
-        refuse_event: None,
-        slow_insert: Duration::ZERO,
+        ..FaultyStore::over(inner)
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
     let answers =

@@ -1496,9 +1496,7 @@ async fn a_delivery_that_cannot_be_stored_is_never_acknowledged_and_its_batch_lo
         ..FaultyStore::over(inner)
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
-    let answers =
-        futures_util::future::join_all((0..8).map(|n| app.deliver(&client, SECRET_A, payment(n))))
-            .await;
+    let answers = deliver_payments(&app, &client, 8).await;
     let statuses: Vec<u16> = answers.iter().map(|a| a.status().as_u16()).collect();
     assert_eq!(statuses[3], 503, "{statuses:?}");
     assert!(
@@ -1582,6 +1580,12 @@ async fn a_delivery_whose_caller_hangs_up_is_still_stored_and_processed() {
     assert_eq!(app.conversions().await.len(), 1);
 }
 
+/// `payment(0..count)` delivered at once.
+async fn deliver_payments(app: &TestApp, client: &Client, count: u32) -> Vec<reqwest::Response> {
+    futures_util::future::join_all((0..count).map(|n| app.deliver(client, SECRET_A, payment(n))))
+        .await
+}
+
 /// Two payments of one customer, told apart by their ids.
 fn payment(n: u32) -> Vec<u8> {
     let mut v = fixture_json("payment_intent_succeeded.json");
@@ -1601,9 +1605,7 @@ async fn an_event_whose_processing_fails_undoes_only_its_own_writes() {
         ..FaultyStore::over(inner)
     }) as DynStore);
     let client = app.add_client("acme", Some(SECRET_A)).await;
-    let answers =
-        futures_util::future::join_all((0..8).map(|n| app.deliver(&client, SECRET_A, payment(n))))
-            .await;
+    let answers = deliver_payments(&app, &client, 8).await;
     for a in answers {
         assert_eq!(a.status(), 200, "every stored delivery is acknowledged");
     }

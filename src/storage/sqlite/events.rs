@@ -8,7 +8,7 @@ use rusqlite::{params, params_from_iter, Connection, Statement};
 
 use super::rows::*;
 use crate::domain::model::*;
-use crate::storage::StoreResult;
+use crate::storage::{StoreError, StoreResult};
 
 pub(super) const INSERT_EVENT_COLS: &str = "INSERT INTO webhook_events (dedup_key, \
      stripe_event_id, event_type, account, livemode, api_version, endpoint, \
@@ -119,6 +119,24 @@ pub(super) fn insert_many(
             _ => insert_event(conn, e),
         })
         .collect()
+}
+
+/// What an insert of `e` came to: its new id, or (`id` is `None`) the
+/// event stored before under its dedup key. Only a dedup key conflict
+/// suppresses an insert; a NULL key never conflicts.
+pub(super) fn landed(conn: &Connection, e: &NewEvent, id: Option<i64>) -> StoreResult<InsertEvent> {
+    if let Some(id) = id {
+        return Ok(InsertEvent::Inserted(id));
+    }
+    let key = e.dedup_key.as_deref().ok_or_else(|| {
+        StoreError::Unavailable("event insert returned no id without a dedup key".into())
+    })?;
+    match event_by_dedup_key(conn, key)? {
+        Some(stored) => Ok(InsertEvent::Duplicate(Box::new(stored))),
+        None => Err(StoreError::Unavailable(
+            "duplicate event vanished before it could be read".into(),
+        )),
+    }
 }
 
 pub(super) fn event_by_dedup_key(conn: &Connection, key: &str) -> StoreResult<Option<StoredEvent>> {

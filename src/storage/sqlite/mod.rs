@@ -506,18 +506,9 @@ impl Store for SqliteStore {
             Done::Event(id) => id,
             Done::Click | Done::Rows(_) => None,
         };
-        if let Some(id) = id {
-            return Ok(InsertEvent::Inserted(id));
-        }
-        // Only a dedup_key conflict suppresses the insert; NULL never conflicts.
-        let key = event.dedup_key.as_deref().ok_or_else(|| {
-            StoreError::Unavailable("event insert returned no id without a dedup key".into())
-        })?;
-        match self.read(|c| events::event_by_dedup_key(c, key)).await? {
-            Some(stored) => Ok(InsertEvent::Duplicate(Box::new(stored))),
-            None => Err(StoreError::Unavailable(
-                "duplicate event vanished before it could be read".into(),
-            )),
+        match id {
+            Some(id) => Ok(InsertEvent::Inserted(id)),
+            None => self.read(|c| events::landed(c, event, None)).await,
         }
     }
 
@@ -527,19 +518,6 @@ impl Store for SqliteStore {
             return crate::storage::insert_each(self, events).await;
         }
         unit::needs_sync();
-        let landed =
-            |c: &Connection, e: &NewEvent, id: Option<i64>| match (id, e.dedup_key.as_deref()) {
-                (Some(id), _) => Ok(InsertEvent::Inserted(id)),
-                (None, Some(key)) => match events::event_by_dedup_key(c, key)? {
-                    Some(stored) => Ok(InsertEvent::Duplicate(Box::new(stored))),
-                    None => Err(StoreError::Unavailable(
-                        "duplicate event vanished before it could be read".into(),
-                    )),
-                },
-                (None, None) => Err(StoreError::Unavailable(
-                    "event insert returned no id without a dedup key".into(),
-                )),
-            };
         let together = unit::with(|c| {
             let rows: Vec<&NewEvent> = events.iter().collect();
             // All or none: if one row fails, the others are tried alone.
@@ -551,7 +529,7 @@ impl Store for SqliteStore {
                     Ok(rows
                         .iter()
                         .zip(ids)
-                        .map(|(e, id)| landed(c, e, id))
+                        .map(|(e, id)| events::landed(c, e, id))
                         .collect())
                 }
                 Err(e) => {
@@ -565,7 +543,11 @@ impl Store for SqliteStore {
             Ok(out) => out,
             Err(_) => events
                 .iter()
-                .map(|e| unit::with(|c| events::insert_event(c, e).and_then(|id| landed(c, e, id))))
+                .map(|e| {
+                    unit::with(|c| {
+                        events::insert_event(c, e).and_then(|id| events::landed(c, e, id))
+                    })
+                })
                 .collect(),
         }
     }

@@ -163,10 +163,12 @@ impl SqliteStore {
             let write = connect(&path)?;
             // The writer syncs the WAL after its batches; the checkpoint
             // thread, not a commit, copies pages into the database file.
+            // When the WAL starts over after a burst, its file is cut back
+            // to 64 MiB.
             write
                 .execute_batch(
                     "PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0; \
-                     PRAGMA temp_store = MEMORY;",
+                     PRAGMA temp_store = MEMORY; PRAGMA journal_size_limit = 67108864;",
                 )
                 .map_err(map_err)?;
             let readers = (0..READERS)

@@ -161,6 +161,7 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     // NORMAL: the writer syncs the WAL itself after each batch.
     assert_eq!(pragma(&s, "synchronous").await, "1");
     assert_eq!(pragma(&s, "wal_autocheckpoint").await, "0");
+    assert_eq!(pragma(&s, "journal_size_limit").await, "67108864");
     assert_eq!(pragma(&s, "foreign_keys").await, "1");
     assert_eq!(pragma(&s, "mmap_size").await, "1073741824");
 }
@@ -377,4 +378,57 @@ async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
         .map(|c| c.client.id.clone())
         .collect();
     assert_eq!(ids, ["c1", "c2"]);
+}
+
+/// The WAL header's checkpoint sequence number: SQLite adds one each time
+/// a writer starts the WAL over from its first frame.
+fn wal_restarts(wal: &std::path::Path) -> u32 {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    std::fs::File::open(wal)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .expect("a WAL header");
+    u32::from_be_bytes([header[12], header[13], header[14], header[15]])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_starts_over_while_writes_never_stop() {
+    use crate::storage::UnitEnd;
+    let (dir, s) = store().await;
+    let wal = dir.path().join("test.db-wal");
+    s.set_setting("first", "write").await.unwrap();
+    let before = wal_restarts(&wal);
+    // Units of work back to back, as group ingest runs under load: there
+    // is never a moment with no write in flight. A checkpoint beside them
+    // never catches up, and the WAL used to grow for as long as they went on.
+    let body = "x".repeat(4000);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut n = 0;
+    while wal_restarts(&wal) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the WAL never started over under continuous writes ({} bytes)",
+            std::fs::metadata(&wal).map_or(0, |m| m.len())
+        );
+        let events: Vec<_> = (0..20)
+            .map(|i| event(Some(&format!("wal_{n}_{i}")), &body))
+            .collect();
+        n += 1;
+        let unit = s.unit(Box::pin(async {
+            for row in s.insert_events(&events).await {
+                row.unwrap();
+            }
+            UnitEnd::CommitUnsynced
+        }));
+        unit.await.unwrap();
+    }
+    s.sync().await.unwrap();
+    // Nothing committed before the restart was lost with the old frames.
+    let stored: i64 = s
+        .with_write_connection(|c| {
+            c.query_row("SELECT COUNT(*) FROM webhook_events", [], |r| r.get(0))
+                .unwrap()
+        })
+        .await;
+    assert_eq!(stored, n * 20);
 }

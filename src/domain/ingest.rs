@@ -752,19 +752,18 @@ impl Tracker {
         let Some(customer) = attributed.customer.clone() else {
             return Ok(());
         };
+        // Those bought at or after it: the customer's index reads only them.
         let orphans = self
             .store
             .list_conversions(&ConversionFilter {
                 client_id: Some(client.id.clone()),
                 customer: Some(customer),
                 orphans_only: true,
+                from: Some(attributed.purchased_at),
                 ..Default::default()
             })
             .await?;
-        for orphan in orphans
-            .into_iter()
-            .filter(|o| o.purchased_at >= attributed.purchased_at)
-        {
+        for orphan in orphans {
             self.recompute(client, &orphan.purchase_key, "ingest")
                 .await?;
         }

@@ -186,7 +186,20 @@ pub(super) fn list_conversions(
 
 /// The SQL and arguments of `list_conversions`.
 pub(super) fn conversions_query(filter: &ConversionFilter) -> (String, Vec<Value>) {
-    let mut sql = format!("SELECT {CONVERSION_COLS} FROM conversions WHERE merged_into IS NULL");
+    // Where only a few rows are wanted, the index that holds just those is
+    // named: left to itself SQLite could pick one that walks all of a
+    // customer's sales or all of a client's orphans (cost growing with
+    // history; migration 0005).
+    let orphans_of_customer = filter.orphans_only && filter.customer.is_some();
+    let index = if orphans_of_customer {
+        " INDEXED BY conversions_customer_orphans"
+    } else if filter.subscription.is_some() {
+        " INDEXED BY conversions_subscription"
+    } else {
+        ""
+    };
+    let mut sql =
+        format!("SELECT {CONVERSION_COLS} FROM conversions{index} WHERE merged_into IS NULL");
     let mut args: Vec<Value> = Vec::new();
     let mut text = |sql: &mut String, clause: &str, v: &str| {
         sql.push_str(clause);
@@ -217,12 +230,11 @@ pub(super) fn conversions_query(filter: &ConversionFilter) -> (String, Vec<Value
         text(&mut sql, " AND kind = ?", k.as_str());
     }
     if filter.orphans_only {
-        // With a customer or an email named, their index finds the few rows
-        // fast; left to itself SQLite would walk every orphan of the client
-        // through `conversions_link` (the cost would grow with history).
-        // The unary `+` keeps `link_id` out of the index choice.
-        let narrowed = filter.customer.is_some() || filter.email.is_some();
-        sql.push_str(if narrowed {
+        // With an email named, its index finds the few rows fast; left to
+        // itself SQLite would walk every orphan of the client through
+        // `conversions_link`. The unary `+` keeps `link_id` out of the
+        // index choice. (A customer's orphans have their index, named above.)
+        sql.push_str(if filter.email.is_some() && !orphans_of_customer {
             " AND +link_id IS NULL"
         } else {
             " AND link_id IS NULL"

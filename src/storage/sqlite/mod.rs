@@ -25,7 +25,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
@@ -62,13 +62,28 @@ const MAP_DATABASE: &str = "PRAGMA mmap_size = 1073741824;";
 
 pub struct SqliteStore {
     conns: Arc<Conns>,
-    /// The clients and their secrets as of a `client_catalog_version`
-    /// (migration 0004): every delivery needs them.
-    client_secrets: Mutex<Option<(i64, Arc<[ClientSecrets]>)>>,
+    /// The clients and their secrets: every delivery needs them.
+    client_secrets: Mutex<Option<CachedCatalog>>,
     /// Group commit and the WAL file it syncs (`None` for an in-memory
     /// database, which lives in its one connection).
     writer: Option<(writer::Writer, PathBuf)>,
 }
+
+/// The clients and their secrets as of a `client_catalog_version`
+/// (migration 0004), which triggers bump on any change to either table.
+struct CachedCatalog {
+    version: i64,
+    /// When `version` was last read.
+    checked: Instant,
+    list: Arc<[ClientSecrets]>,
+}
+
+/// How long the cached clients and secrets are used before the version is
+/// read again. Reading it opened a read transaction on every delivery
+/// (~4 % of the server's CPU under webhook load, perf); a change made
+/// through this store is seen at once (`durable` forgets the cache), one
+/// made by another process (the CLI, raw SQL) within this time.
+const CATALOG_RECHECK: Duration = Duration::from_millis(100);
 
 struct Conns {
     /// Every write of the process goes through this connection; a unit of
@@ -210,6 +225,9 @@ impl SqliteStore {
             rusqlite_migration::M::up(include_str!(
                 "../../../migrations/sqlite/0004_client_catalog_version.sql"
             )),
+            rusqlite_migration::M::up(include_str!(
+                "../../../migrations/sqlite/0005_conversions_by_customer_over_time.sql"
+            )),
         ]);
         let mut conn = self.conns.write.lock().await;
         migrations
@@ -271,12 +289,20 @@ impl SqliteStore {
         &self,
         exec: impl Fn(&Connection) -> StoreResult<usize> + Send + 'static,
     ) -> StoreResult<usize> {
-        self.write_op(Op::Exec(Box::new(exec)))
-            .await
-            .map(|done| match done {
-                Done::Rows(n) => n,
-                Done::Click | Done::Event(_) => 0,
-            })
+        let written = self.write_op(Op::Exec(Box::new(exec))).await;
+        // These are the few writes a human makes; one may have changed a
+        // client or a secret, which the next delivery must see.
+        *self.cached_catalog() = None;
+        written.map(|done| match done {
+            Done::Rows(n) => n,
+            Done::Click | Done::Event(_) => 0,
+        })
+    }
+
+    fn cached_catalog(&self) -> MutexGuard<'_, Option<CachedCatalog>> {
+        self.client_secrets
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     async fn write_op(&self, op: Op) -> StoreResult<Done> {
@@ -396,24 +422,30 @@ impl Store for SqliteStore {
             // A unit may have changed them and not committed yet.
             return self.read(catalog::list_client_secrets).await.map(Arc::from);
         }
-        let cache = &self.client_secrets;
+        let now = Instant::now();
+        let fresh = |cached: &CachedCatalog| now.duration_since(cached.checked) < CATALOG_RECHECK;
+        if let Some(cached) = self.cached_catalog().as_ref().filter(|c| fresh(c)) {
+            return Ok(cached.list.clone());
+        }
         self.read(|c| {
             // The version first: a change committed between the two reads
             // leaves a newer list under an older number, which the next
-            // call reads again.
+            // check reads again.
             let version = catalog::client_catalog_version(c)?;
-            let cached = cache
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-                .filter(|(v, _)| *v == version)
-                .map(|(_, list)| list.clone());
-            let list = match cached {
-                Some(list) => list,
+            let mut cache = self.cached_catalog();
+            let list = match cache.as_mut().filter(|cached| cached.version == version) {
+                Some(cached) => {
+                    cached.checked = now;
+                    cached.list.clone()
+                }
                 None => {
+                    drop(cache);
                     let list: Arc<[ClientSecrets]> = catalog::list_client_secrets(c)?.into();
-                    *cache.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some((version, list.clone()));
+                    *self.cached_catalog() = Some(CachedCatalog {
+                        version,
+                        checked: now,
+                        list: list.clone(),
+                    });
                     list
                 }
             };

@@ -59,27 +59,36 @@ async fn latest_click_is_one_index_seek() {
     }
 }
 
-#[tokio::test]
-async fn a_customers_orphans_are_found_by_customer_not_by_walking_all_orphans() {
-    let (_d, s) = store().await;
-    let filter = ConversionFilter {
-        client_id: Some("c1".into()),
-        customer: Some("cus_1".into()),
-        orphans_only: true,
-        ..Default::default()
-    };
-    let (sql, args) = conversions::conversions_query(&filter);
-    let sql = args.iter().fold(sql, |sql, a| {
+/// `conversions_query`'s SQL with its arguments written in, for a plan.
+fn conversions_sql(filter: &ConversionFilter) -> String {
+    let (sql, args) = conversions::conversions_query(filter);
+    args.iter().fold(sql, |sql, a| {
         let literal = match a {
             rusqlite::types::Value::Integer(n) => n.to_string(),
             rusqlite::types::Value::Text(t) => format!("'{t}'"),
             other => panic!("unexpected argument {other:?}"),
         };
         sql.replacen('?', &literal, 1)
-    });
-    let by_customer = plan(&s, &sql).await;
+    })
+}
+
+#[tokio::test]
+async fn a_customers_orphans_are_found_by_customer_not_by_walking_all_orphans() {
+    let (_d, s) = store().await;
+    // A sale with a link fixes its customer's orphans from its time on: an
+    // index of orphans alone reads only those, not the customer's history.
+    let filter = ConversionFilter {
+        client_id: Some("c1".into()),
+        customer: Some("cus_1".into()),
+        orphans_only: true,
+        from: Some(1_700_000_000),
+        ..Default::default()
+    };
+    let by_customer = plan(&s, &conversions_sql(&filter)).await;
     assert!(
-        by_customer.contains("USING INDEX conversions_customer"),
+        by_customer.contains(
+            "USING INDEX conversions_customer_orphans (client_id=? AND customer=? AND purchased_at>?)"
+        ),
         "{by_customer}"
     );
 
@@ -87,11 +96,54 @@ async fn a_customers_orphans_are_found_by_customer_not_by_walking_all_orphans() 
     // index (link_id IS NULL) finds them.
     let all = ConversionFilter {
         customer: None,
+        from: None,
         ..filter
     };
-    let (sql, _) = conversions::conversions_query(&all);
-    let every = plan(&s, &sql.replacen('?', "'c1'", 1).replacen('?', "-1", 1)).await;
+    let every = plan(&s, &conversions_sql(&all)).await;
     assert!(every.contains("USING INDEX conversions_link"), "{every}");
+}
+
+#[tokio::test]
+async fn a_returning_customers_history_is_not_walked_whole() {
+    let (_d, s) = store().await;
+    // The sales of one subscription (trial handling): its own index, not
+    // every sale of the customer.
+    let siblings = ConversionFilter {
+        client_id: Some("c1".into()),
+        customer: Some("cus_1".into()),
+        subscription: Some("sub_1".into()),
+        kind: Some(ConversionKind::TrialStart),
+        limit: 1,
+        ..Default::default()
+    };
+    let by_subscription = plan(&s, &conversions_sql(&siblings)).await;
+    assert!(
+        by_subscription
+            .contains("USING INDEX conversions_subscription (client_id=? AND subscription=?)"),
+        "{by_subscription}"
+    );
+    // The customer's newest earlier sale: read newest first from `before`
+    // down, by customer and by email.
+    for condition in [
+        "customer = 'cus_1'",
+        "lower(email) = lower('a@example.com')",
+    ] {
+        let history = plan(
+            &s,
+            &format!(
+                "SELECT id FROM conversions WHERE client_id = 'c1' AND merged_into IS NULL \
+                 AND id <> 'conv_x' AND link_id IS NOT NULL AND verified = 1 \
+                 AND purchased_at <= 5 AND {condition} \
+                 ORDER BY purchased_at DESC, id DESC LIMIT 1"
+            ),
+        )
+        .await;
+        assert!(history.contains("AND purchased_at<?)"), "{history}");
+        assert!(
+            !history.contains("USE TEMP B-TREE FOR ORDER BY"),
+            "{history}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -141,7 +193,7 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     assert_eq!(pragma(&s, "journal_mode").await, "wal");
     assert_eq!(
         pragma(&s, "user_version").await,
-        "4",
+        "5",
         "every migration recorded"
     );
     let email_indexes: Vec<String> = s
@@ -340,10 +392,13 @@ async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let serving = SqliteStore::open(&url).await.unwrap();
     serving.migrate().await.unwrap();
-    // Another process on the same file (the CLI while `serve` runs).
+    // Another process on the same file (the CLI while `serve` runs): its
+    // changes are seen once `CATALOG_RECHECK` has passed.
     let cli = SqliteStore::open(&url).await.unwrap();
+    let recheck = || tokio::time::sleep(CATALOG_RECHECK);
 
     cli.insert_client(&client("c1", "one", 1)).await.unwrap();
+    recheck().await;
     let seen = serving.list_client_secrets().await.unwrap();
     assert_eq!(seen.len(), 1);
     assert!(seen[0].secrets.is_empty());
@@ -353,6 +408,7 @@ async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
     cli.add_webhook_secret("c1", &WebhookSecret::new("whsec_one"))
         .await
         .unwrap();
+    recheck().await;
     let seen = serving.list_client_secrets().await.unwrap();
     assert_eq!(seen[0].secrets.len(), 1);
     assert_eq!(seen[0].secrets[0].expose(), "whsec_one");
@@ -365,11 +421,13 @@ async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
             .unwrap();
     })
     .await;
+    recheck().await;
     let seen = serving.list_client_secrets().await.unwrap();
     assert!(seen[0].secrets.is_empty(), "a deactivated secret is gone");
     assert_eq!(seen[0].client.settings.window_primary_days, 7);
 
     cli.insert_client(&client("c2", "two", 2)).await.unwrap();
+    recheck().await;
     let ids: Vec<String> = serving
         .list_client_secrets()
         .await
@@ -378,6 +436,18 @@ async fn cached_clients_and_secrets_follow_changes_made_anywhere() {
         .map(|c| c.client.id.clone())
         .collect();
     assert_eq!(ids, ["c1", "c2"]);
+
+    // A change made through the serving store itself is seen at once.
+    serving
+        .add_webhook_secret("c2", &WebhookSecret::new("whsec_two"))
+        .await
+        .unwrap();
+    let seen = serving.list_client_secrets().await.unwrap();
+    assert_eq!(
+        seen[1].secrets.len(),
+        1,
+        "the store's own write is seen at once"
+    );
 }
 
 /// The WAL header's checkpoint sequence number: SQLite adds one each time

@@ -139,10 +139,9 @@ async fn a_returning_customers_history_is_not_walked_whole() {
         )
         .await;
         assert!(history.contains("AND purchased_at<?)"), "{history}");
-        assert!(
-            !history.contains("USE TEMP B-TREE FOR ORDER BY"),
-            "{history}"
-        );
+        // No sort at all: sales bought in the same second are ordered by
+        // the index too, so the first row that qualifies ends the search.
+        assert!(!history.contains("TEMP B-TREE"), "{history}");
     }
 }
 

@@ -106,33 +106,53 @@ impl Tracker {
     /// Stores a delivery durably, then processes it. See SPEC 2.3.
     pub async fn ingest(&self, delivery: Delivery) -> Result<IngestOutcome, IngestError> {
         let parsed = event::parse_envelope(&delivery.body);
-        let clients = self
-            .store
-            .list_client_secrets()
-            .await
-            .map_err(IngestError::NotStored)?;
         let endpoint_client = match &delivery.endpoint {
             Endpoint::Shared => None,
             Endpoint::Client(id) => Some(id.clone()),
         };
-        let known_endpoint = endpoint_client
-            .as_ref()
-            .is_none_or(|id| clients.iter().any(|c| &c.client.id == id));
-        let candidates: Arc<[ClientSecrets]> = match &endpoint_client {
-            Some(id) => clients
-                .iter()
-                .filter(|c| &c.client.id == id)
-                .cloned()
-                .collect(),
-            None => clients.clone(),
+        let check = |clients: &Arc<[ClientSecrets]>| {
+            let known_endpoint = endpoint_client
+                .as_ref()
+                .is_none_or(|id| clients.iter().any(|c| &c.client.id == id));
+            let candidates: Arc<[ClientSecrets]> = match &endpoint_client {
+                Some(id) => clients
+                    .iter()
+                    .filter(|c| &c.client.id == id)
+                    .cloned()
+                    .collect(),
+                None => clients.clone(),
+            };
+            let verdict = verify_delivery(
+                &delivery.body,
+                delivery.signature.as_deref(),
+                &candidates,
+                delivery.received_at.div_euclid(1000),
+                self.config.signature_tolerance_s,
+            );
+            (known_endpoint, verdict)
         };
-        let verdict = verify_delivery(
-            &delivery.body,
-            delivery.signature.as_deref(),
-            &candidates,
-            delivery.received_at.div_euclid(1000),
-            self.config.signature_tolerance_s,
-        );
+        let list = || async {
+            self.store
+                .list_client_secrets()
+                .await
+                .map_err(IngestError::NotStored)
+        };
+        let mut clients = list().await?;
+        let (mut known_endpoint, mut verdict) = check(&clients);
+        let secrets_may_lag = !known_endpoint
+            || matches!(
+                verdict,
+                Verdict::Unverified(UnverifiedReason::NoSecret | UnverifiedReason::Mismatch)
+            );
+        if secrets_may_lag {
+            // The store may answer from a cache a moment behind the CLI
+            // (SPEC 4: a running server uses an added client or secret at
+            // once): ask the database before calling the delivery unknown
+            // or unverified.
+            self.store.forget_cached_clients();
+            clients = list().await?;
+            (known_endpoint, verdict) = check(&clients);
+        }
         let (verification, reason, verified_by) = match &verdict {
             Verdict::Verified { client_id } => {
                 (Verification::Verified, None, Some(client_id.clone()))

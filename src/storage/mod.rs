@@ -149,8 +149,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Adds an active secret; adding one that exists is a no-op.
     async fn add_webhook_secret(&self, client_id: &str, secret: &WebhookSecret) -> StoreResult<()>;
-    /// Every client with its active secrets, clients oldest first.
+    /// Every client with its active secrets, clients oldest first. A store
+    /// may answer from a cache that lags a change made by another process
+    /// by a moment (SQLite: up to 100 ms); `forget_cached_clients` ends that.
     async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>>;
+    /// Makes the next `list_client_secrets` read the database.
+    fn forget_cached_clients(&self) {}
 
     // ---- links ------------------------------------------------------------
     /// `Conflict` when the client already has this slug.

@@ -1663,3 +1663,50 @@ async fn an_event_whose_processing_fails_undoes_only_its_own_writes() {
         1
     );
 }
+
+/// The fixture's payment as a new event: its own event id and payment intent.
+fn another_payment(n: u32) -> Vec<u8> {
+    let mut event = fixture_json("payment_intent_succeeded.json");
+    event["id"] = json!(format!("evt_other_process_{n}"));
+    event["data"]["object"]["id"] = json!(format!("pi_other_process_{n}"));
+    serde_json::to_vec_pretty(&event).expect("event json")
+}
+
+#[tokio::test]
+async fn a_client_and_a_secret_added_by_another_process_are_used_at_once() {
+    // SPEC 4: a running server uses what the CLI adds at once. The server
+    // keeps clients and secrets in memory and checks for changes now and
+    // then; a delivery its copy cannot place or verify makes it ask again.
+    let app = spawn_app!();
+    let client = app.add_client("acme", Some(SECRET_A)).await;
+    let (status, json) = json_of(app.deliver(&client, SECRET_A, another_payment(1)).await).await;
+    assert_eq!(status, 200, "{json}");
+
+    // Another process on the same database (the CLI while `serve` runs).
+    let store = salestrack::storage::connect(&app.db_url)
+        .await
+        .expect("a second store");
+    let cli = salestrack::domain::Tracker::new(store, salestrack::domain::DomainConfig::default())
+        .await
+        .expect("a second tracker");
+    cli.add_secret(&client.id, SECRET_B2)
+        .await
+        .expect("add secret");
+    let (status, json) = json_of(app.deliver(&client, SECRET_B2, another_payment(2)).await).await;
+    assert_eq!(status, 200, "a secret added a moment ago verifies: {json}");
+
+    let other = cli
+        .add_client(ClientIn {
+            name: "other".into(),
+            webhook_secret: Some(SECRET_B.into()),
+            ..Default::default()
+        })
+        .await
+        .expect("add client");
+    let (status, json) = json_of(app.deliver(&other, SECRET_B, another_payment(3)).await).await;
+    assert_eq!(
+        status, 200,
+        "a client added a moment ago has its URL: {json}"
+    );
+    assert_eq!(app.conversions().await.len(), 3);
+}

@@ -82,7 +82,8 @@ struct CachedCatalog {
 /// read again. Reading it opened a read transaction on every delivery
 /// (~4 % of the server's CPU under webhook load, perf); a change made
 /// through this store is seen at once (`durable` forgets the cache), one
-/// made by another process (the CLI, raw SQL) within this time.
+/// made by another process (the CLI, raw SQL) within this time, or at once
+/// by a delivery that the cached secrets cannot verify (ingest asks again).
 const CATALOG_RECHECK: Duration = Duration::from_millis(100);
 
 struct Conns {
@@ -292,7 +293,7 @@ impl SqliteStore {
         let written = self.write_op(Op::Exec(Box::new(exec))).await;
         // These are the few writes a human makes; one may have changed a
         // client or a secret, which the next delivery must see.
-        *self.cached_catalog() = None;
+        self.forget_cached_clients();
         written.map(|done| match done {
             Done::Rows(n) => n,
             Done::Click | Done::Event(_) => 0,
@@ -415,6 +416,10 @@ impl Store for SqliteStore {
         self.durable(move |c| catalog::add_webhook_secret(c, &id, &secret, now))
             .await
             .map(drop)
+    }
+
+    fn forget_cached_clients(&self) {
+        *self.cached_catalog() = None;
     }
 
     async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>> {

@@ -73,8 +73,8 @@ pub struct SqliteStore {
 /// (migration 0004), which triggers bump on any change to either table.
 struct CachedCatalog {
     version: i64,
-    /// When `version` was last read.
-    checked: Instant,
+    /// When `version` was last read; `None`: read it on the next call.
+    checked: Option<Instant>,
     list: Arc<[ClientSecrets]>,
 }
 
@@ -418,8 +418,13 @@ impl Store for SqliteStore {
             .map(drop)
     }
 
+    /// The list stays; only the version is read again on the next call,
+    /// so that a flood of deliveries that fail verification costs one small
+    /// read each, not a reload of every client.
     fn forget_cached_clients(&self) {
-        *self.cached_catalog() = None;
+        if let Some(cached) = self.cached_catalog().as_mut() {
+            cached.checked = None;
+        }
     }
 
     async fn list_client_secrets(&self) -> StoreResult<Arc<[ClientSecrets]>> {
@@ -428,7 +433,11 @@ impl Store for SqliteStore {
             return self.read(catalog::list_client_secrets).await.map(Arc::from);
         }
         let now = Instant::now();
-        let fresh = |cached: &CachedCatalog| now.duration_since(cached.checked) < CATALOG_RECHECK;
+        let fresh = |cached: &CachedCatalog| {
+            cached
+                .checked
+                .is_some_and(|at| now.duration_since(at) < CATALOG_RECHECK)
+        };
         if let Some(cached) = self.cached_catalog().as_ref().filter(|c| fresh(c)) {
             return Ok(cached.list.clone());
         }
@@ -440,7 +449,7 @@ impl Store for SqliteStore {
             let mut cache = self.cached_catalog();
             let list = match cache.as_mut().filter(|cached| cached.version == version) {
                 Some(cached) => {
-                    cached.checked = now;
+                    cached.checked = Some(now);
                     cached.list.clone()
                 }
                 None => {
@@ -448,7 +457,7 @@ impl Store for SqliteStore {
                     let list: Arc<[ClientSecrets]> = catalog::list_client_secrets(c)?.into();
                     *self.cached_catalog() = Some(CachedCatalog {
                         version,
-                        checked: now,
+                        checked: Some(now),
                         list: list.clone(),
                     });
                     list

@@ -4,7 +4,9 @@
 //!
 //! Money stays in minor units (`amount`, `net_amount`) next to a plain
 //! decimal in the currency's own decimals (`amount_display`: `49.00` USD,
-//! `4900` JPY, `1.234` KWD), never summed across currencies.
+//! `4900` JPY, `1.234` KWD), never summed across currencies. Free-text
+//! cells that a spreadsheet would run as a formula get a leading `'` in the
+//! CSV (`ExportRow::for_spreadsheets`); the JSON rows are left as stored.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -61,6 +63,33 @@ pub struct ExportRow {
     pub livemode: bool,
     pub purchase_key: String,
     pub customer: Option<String>,
+}
+
+impl ExportRow {
+    /// The row with every free-text cell made inert for spreadsheets. The
+    /// purchase key and customer come from Stripe payloads (an unverified,
+    /// possibly forged delivery's too), the client's name and the slug from
+    /// people; a cell that starts with `=`, `+`, `-`, `@`, a tab or a
+    /// carriage return is run as a formula when the file is opened in a
+    /// spreadsheet (OWASP "CSV injection"), so it gets a leading `'`. Ids,
+    /// amounts and codes are written by salestrack and left as they are.
+    fn for_spreadsheets(&self) -> ExportRow {
+        ExportRow {
+            client_name: inert(&self.client_name),
+            link_slug: self.link_slug.as_deref().map(inert),
+            purchase_key: inert(&self.purchase_key),
+            customer: self.customer.as_deref().map(inert),
+            ..self.clone()
+        }
+    }
+}
+
+/// `text`, with a `'` in front when a spreadsheet would read it as a formula.
+fn inert(text: &str) -> String {
+    match text.chars().next() {
+        Some('=' | '+' | '-' | '@' | '\t' | '\r') => format!("'{text}"),
+        _ => text.to_string(),
+    }
 }
 
 /// `4900 usd` → `49.00`; `4900 jpy` → `4900`; `1234 kwd` → `1.234`.
@@ -140,7 +169,7 @@ pub fn write_csv<W: Write>(rows: &[ExportRow], out: W) -> Result<(), csv::Error>
         .from_writer(out);
     writer.write_record(EXPORT_COLUMNS)?;
     for row in rows {
-        writer.serialize(row)?;
+        writer.serialize(row.for_spreadsheets())?;
     }
     writer.flush()?;
     Ok(())
@@ -284,6 +313,35 @@ mod tests {
              partially_refunded,new,link_slug,webhook_secret,true,false,pi_1,"
         );
         assert_eq!(lines.next(), Some(""));
+    }
+
+    #[test]
+    fn cells_a_spreadsheet_would_run_as_formulas_are_made_inert() {
+        let mut forged = row("=HYPERLINK(\"http://evil.example\",\"x\")");
+        forged.purchase_key = "+cmd|' /C calc'!A0".into();
+        forged.customer = Some("@SUM(1+1)".into());
+        forged.link_slug = Some("-A1".into());
+        forged.amount_display = "-1.50".into();
+        let mut out = Vec::new();
+        write_csv(&[forged], &mut out).unwrap();
+        let mut reader = csv::Reader::from_reader(&out[..]);
+        let record = reader.records().next().unwrap().unwrap();
+        let cell = |name: &str| {
+            let i = EXPORT_COLUMNS.iter().position(|c| *c == name).unwrap();
+            record[i].to_string()
+        };
+        assert_eq!(
+            cell("client_name"),
+            "'=HYPERLINK(\"http://evil.example\",\"x\")"
+        );
+        assert_eq!(cell("purchase_key"), "'+cmd|' /C calc'!A0");
+        assert_eq!(cell("customer"), "'@SUM(1+1)");
+        assert_eq!(cell("link_slug"), "'-A1");
+        // A negative amount is a number, written by salestrack: unchanged.
+        assert_eq!(cell("amount_display"), "-1.50");
+        // Ordinary text is untouched.
+        assert_eq!(inert("Acme, Inc."), "Acme, Inc.");
+        assert_eq!(inert(""), "");
     }
 
     #[test]

@@ -339,6 +339,8 @@ mod tests {
         assert_eq!(cell("link_slug"), "'-A1");
         // A negative amount is a number, written by salestrack: unchanged.
         assert_eq!(cell("amount_display"), "-1.50");
+        assert_eq!(inert("\tx"), "'\tx");
+        assert_eq!(inert("\rx"), "'\rx");
         // Ordinary text is untouched.
         assert_eq!(inert("Acme, Inc."), "Acme, Inc.");
         assert_eq!(inert(""), "");

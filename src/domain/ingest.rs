@@ -772,7 +772,8 @@ impl Tracker {
         let Some(customer) = attributed.customer.clone() else {
             return Ok(());
         };
-        // Those bought at or after it: the customer's index reads only them.
+        // Those bought at or after it: the index of orphans by customer and
+        // time (migration 0005) reads only them.
         let orphans = self
             .store
             .list_conversions(&ConversionFilter {

@@ -145,8 +145,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// SQLite starts the WAL over only when a write finds every frame copied.
 /// Under steady writes a checkpoint that runs beside them never gets there
 /// (new frames land while it copies), and the WAL grew by ~15 KB an event
-/// for as long as the load lasted (1.9 GB after four minutes of the
-/// webhook benchmark; every page written extended the file). So each round
+/// for as long as the load lasted (1.9 GB within one run of the webhook
+/// benchmark; every page written extended the file). So each round
 /// copies in two steps: the bulk beside the writes, then, holding the
 /// write connection's lock, the few frames committed meanwhile. The next
 /// write then starts the WAL over. Both are `PASSIVE`: pages a reader still

@@ -42,6 +42,7 @@ mod rows;
 #[cfg(test)]
 mod tests;
 mod unit;
+mod wal_sync;
 mod writer;
 
 use rows::{map_err, not_found_unless_one};
@@ -66,7 +67,7 @@ pub struct SqliteStore {
     client_secrets: Mutex<Option<CachedCatalog>>,
     /// Group commit and the WAL file it syncs (`None` for an in-memory
     /// database, which lives in its one connection).
-    writer: Option<(writer::Writer, PathBuf)>,
+    writer: Option<(writer::Writer, Arc<wal_sync::WalSync>)>,
 }
 
 /// The clients and their secrets as of a `client_catalog_version`
@@ -207,7 +208,7 @@ impl SqliteStore {
                 next_reader: AtomicUsize::new(0),
             }),
             client_secrets: Mutex::new(None),
-            writer: Some((writer, wal)),
+            writer: Some((writer, Arc::new(wal_sync::WalSync::new(wal)))),
         })
     }
 
@@ -341,7 +342,7 @@ impl Store for SqliteStore {
 
     async fn sync(&self) -> StoreResult<()> {
         match &self.writer {
-            Some((_, wal)) => unit::sync_off(wal.clone()).await,
+            Some((_, wal)) => wal.after_commit().await,
             None => Ok(()),
         }
     }

@@ -9,7 +9,6 @@
 //! connection.
 
 use std::cell::Cell;
-use std::path::PathBuf;
 
 use rusqlite::Connection;
 use tokio::sync::OwnedMutexGuard;
@@ -71,7 +70,7 @@ pub(super) async fn run<'a>(
     store: usize,
     conn: OwnedMutexGuard<Connection>,
     work: futures_util::future::BoxFuture<'a, UnitEnd>,
-    wal: Option<PathBuf>,
+    wal: Option<std::sync::Arc<super::wal_sync::WalSync>>,
 ) -> StoreResult<()> {
     conn.execute_batch("BEGIN IMMEDIATE").map_err(map_err)?;
     let unit = Unit {
@@ -100,20 +99,9 @@ pub(super) async fn run<'a>(
         })
         .await?;
     match (sync_owed, wal) {
-        (true, Some(wal)) => sync_off(wal).await,
+        (true, Some(wal)) => wal.after_commit().await,
         _ => Ok(()),
     }
-}
-
-/// Syncs the WAL on tokio's blocking pool (an fsync takes from a fraction
-/// of a millisecond to a stall of many).
-pub(super) async fn sync_off(wal: PathBuf) -> StoreResult<()> {
-    let unavailable =
-        |e: String| crate::storage::StoreError::Unavailable(format!("syncing the WAL: {e}"));
-    tokio::task::spawn_blocking(move || super::writer::sync(&wal))
-        .await
-        .map_err(|e| unavailable(e.to_string()))?
-        .map_err(|e| unavailable(e.to_string()))
 }
 
 /// Runs `work` as a savepoint inside the current unit.

@@ -61,6 +61,18 @@ const READERS: usize = 4;
 /// connection that reads next (TLB shootdowns across both cores, perf).
 const MAP_DATABASE: &str = "PRAGMA mmap_size = 1073741824;";
 
+/// The page size of a database this store creates (one made before keeps
+/// its own: SQLite fixes it when the file is first written). Every commit
+/// writes each page it changed to the WAL whole, and a webhook changes one
+/// row in each of some twenty tables and indexes, most on a page of its
+/// own: with 2 KiB pages a batch writes about half the bytes of 4 KiB
+/// ones, and the disk wrote ~400 MB/s at 6,700 webhooks a second. In the
+/// webhook benchmark, 16 connections went from 6.9 k to 7.5 k events/s
+/// (three runs each, same machine), 64 connections the same within the
+/// noise; redirects, attribution over 10 million clicks and Auto-Fix kept
+/// their figures. 1 KiB pages did worse (deeper trees, more frames).
+const NEW_DATABASE_PAGE_SIZE: &str = "PRAGMA page_size = 2048;";
+
 pub struct SqliteStore {
     conns: Arc<Conns>,
     /// The clients and their secrets: every delivery needs them.
@@ -147,6 +159,9 @@ fn parse_url(url: &str) -> StoreResult<Target> {
 fn connect(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(map_err)?;
     conn.busy_timeout(Duration::from_secs(10))
+        .map_err(map_err)?;
+    // Before the WAL is set up: on a new file that is the first write.
+    conn.execute_batch(NEW_DATABASE_PAGE_SIZE)
         .map_err(map_err)?;
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA journal_mode = WAL;")
         .map_err(map_err)?;

@@ -190,6 +190,7 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     s.migrate().await.unwrap();
     assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("v"));
     assert_eq!(pragma(&s, "journal_mode").await, "wal");
+    assert_eq!(pragma(&s, "page_size").await, "2048", "a new database");
     assert_eq!(
         pragma(&s, "user_version").await,
         "5",
@@ -500,4 +501,22 @@ async fn the_wal_starts_over_while_writes_never_stop() {
         })
         .await;
     assert_eq!(stored, n * 20);
+}
+
+#[tokio::test]
+async fn a_database_made_with_other_pages_keeps_them() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let path = dir.path().join("old.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch("PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE t (x);")
+            .unwrap();
+    }
+    let s = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    s.migrate().await.unwrap();
+    s.set_setting("k", "v").await.unwrap();
+    assert_eq!(pragma(&s, "page_size").await, "4096");
+    assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("v"));
 }

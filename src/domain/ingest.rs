@@ -370,21 +370,34 @@ impl Tracker {
         loop {
             tokio::select! {
                 biased;
-                landed = &mut finished => {
-                    return landed.unwrap_or_else(|_| {
-                        Err(StoreError::Unavailable(
-                            "the batch that held this delivery stopped before it was stored".into(),
-                        ))
-                    })
-                }
+                landed = &mut finished => return Self::landed(landed),
                 leader = self.batch.leader.lock() => {
+                    #[cfg(test)]
+                    self.batch.turns.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let jobs = self.batch.take();
-                    if !jobs.is_empty() {
-                        self.run_batch(jobs, leader).await;
+                    if jobs.is_empty() {
+                        // This delivery was queued before the lock was
+                        // ours, so another caller's batch holds it: wait for
+                        // that answer alone. Taking the lock again and again
+                        // meanwhile would spin through every waiter while
+                        // the batch syncs.
+                        drop(leader);
+                        return Self::landed(finished.await);
                     }
+                    self.run_batch(jobs, leader).await;
                 }
             }
         }
+    }
+
+    fn landed(
+        answer: Result<StoreResult<Landed>, oneshot::error::RecvError>,
+    ) -> StoreResult<Landed> {
+        answer.unwrap_or_else(|_| {
+            Err(StoreError::Unavailable(
+                "the batch that held this delivery stopped before it was stored".into(),
+            ))
+        })
     }
 
     async fn run_batch(&self, jobs: Vec<Queued>, leader: tokio::sync::MutexGuard<'_, ()>) {
@@ -1108,6 +1121,9 @@ pub(crate) struct Batch {
     queue: std::sync::Mutex<Vec<Queued>>,
     /// Held by the caller that processes the current batch.
     leader: tokio::sync::Mutex<()>,
+    /// Times a caller took `leader`, for the tests.
+    #[cfg(test)]
+    turns: std::sync::atomic::AtomicU64,
 }
 
 impl Batch {
@@ -1150,4 +1166,63 @@ fn initial_key(p: &PaymentFacts) -> String {
         .or_else(|| p.charge.clone())
         .or_else(|| p.checkout_session.clone())
         .unwrap_or_else(|| p.object_id.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::sync::atomic::Ordering;
+
+    use crate::domain::DomainConfig;
+
+    fn delivery(n: usize) -> Delivery {
+        let body = format!(
+            r#"{{"id":"evt_batch_{n}","object":"event","type":"customer.created","livemode":false,"created":1700000000,"data":{{"object":{{"id":"cus_{n}","object":"customer"}}}}}}"#
+        );
+        Delivery {
+            endpoint: Endpoint::Shared,
+            signature: None,
+            headers: Vec::new(),
+            body: body.into_bytes(),
+            received_at: 1_700_000_000_000,
+        }
+    }
+
+    /// A caller whose delivery sits in a batch that another caller runs
+    /// waits for that batch's answer; it does not keep taking the leader's
+    /// lock (which spun through every waiter while a batch synced).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn callers_in_a_running_batch_wait_without_taking_turns() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let url = format!("sqlite://{}", dir.path().join("batch.db").display());
+        let store = crate::storage::connect(&url).await.expect("store");
+        let tracker = Arc::new(
+            Tracker::new(store, DomainConfig::default())
+                .await
+                .expect("tracker"),
+        );
+        let deliveries = 64;
+        let tasks: Vec<_> = (0..deliveries)
+            .map(|n| {
+                let tracker = tracker.clone();
+                tokio::spawn(async move { tracker.ingest(delivery(n)).await })
+            })
+            .collect();
+        let mut stored = 0;
+        for t in tasks {
+            let outcome = t.await.expect("task").expect("stored");
+            assert!(
+                matches!(outcome, IngestOutcome::Unverified { .. }),
+                "{outcome:?}"
+            );
+            stored += 1;
+        }
+        assert_eq!(stored, deliveries);
+        let turns = tracker.batch.turns.load(Ordering::Relaxed);
+        assert!(
+            turns <= deliveries as u64,
+            "{turns} turns at the leader's lock for {deliveries} deliveries"
+        );
+    }
 }

@@ -59,6 +59,51 @@ async fn with_peak_rss<F: std::future::Future<Output = LoadResult>>(
     (result, peak)
 }
 
+/// CPU time used by the server and by this process (the load generator)
+/// from `start` on, per request answered meanwhile.
+struct CpuMark {
+    pid: u32,
+    server: Option<f64>,
+    load: Option<f64>,
+}
+
+/// Microseconds of CPU per answered request.
+struct CpuPerEvent {
+    server: f64,
+    load: f64,
+}
+
+impl CpuMark {
+    fn start(server: &Server) -> Self {
+        Self {
+            pid: server.pid(),
+            server: server::cpu_seconds(Some(server.pid())),
+            load: server::cpu_seconds(None),
+        }
+    }
+
+    fn per_event(&self, answered: u64) -> CpuPerEvent {
+        let per = |before: Option<f64>, now: Option<f64>| match (before, now) {
+            (Some(b), Some(n)) if answered > 0 => (n - b) * 1e6 / answered as f64,
+            _ => f64::NAN,
+        };
+        CpuPerEvent {
+            server: per(self.server, server::cpu_seconds(Some(self.pid))),
+            load: per(self.load, server::cpu_seconds(None)),
+        }
+    }
+}
+
+impl std::fmt::Display for CpuPerEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "server {:.0} µs + load generator {:.0} µs",
+            self.server, self.load
+        )
+    }
+}
+
 fn check_errors(report: &mut Report, what: &str, r: &LoadResult) {
     if r.errors > 0 || r.server_5xx > 0 {
         report.note(format!(
@@ -205,11 +250,13 @@ pub async fn webhook(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow::
             warmup: sizes.warmup,
             measure: sizes.measure,
         };
+        let cpu = CpuMark::start(&server);
         let (r, p) = with_peak_rss(
             &server,
             load::run(server.addr, plan, webhook_requests(path.clone(), events)),
         )
         .await;
+        let cpu = cpu.per_event(r.accepted_total);
         peak = peak.max(p);
         check_errors(
             report,
@@ -222,12 +269,12 @@ pub async fn webhook(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow::
             r.completed - r.ok_2xx,
             r.completed
         );
-        ours.push((conns, r));
+        ours.push((conns, r, cpu));
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     let idle_after = server.rss_mib();
     server.stop();
-    let acked: u64 = ours.iter().map(|(_, r)| r.accepted_total).sum();
+    let acked: u64 = ours.iter().map(|(_, r, _)| r.accepted_total).sum();
     let processed = count(
         &fx.db_url,
         "SELECT COUNT(*) FROM webhook_events WHERE processing = 'processed'",
@@ -249,11 +296,11 @@ pub async fn webhook(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow::
             None
         }
     };
-    for (conns, r) in &ours {
-        let base = node
+    for (conns, r, cpu) in &ours {
+        let node_run = node
             .as_ref()
-            .and_then(|n| n.iter().find(|(c, _)| c == conns))
-            .map(|(_, b)| b);
+            .and_then(|n| n.iter().find(|(c, _, _)| c == conns));
+        let base = node_run.map(|(_, b, _)| b);
         let node_rate = base.map(|b| b.per_second());
         report.add(Figure {
             name: format!("webhook events fully processed, {conns} connections (SQLite)"),
@@ -265,7 +312,21 @@ pub async fn webhook(sizes: &Sizes, dir: &Path, report: &mut Report) -> anyhow::
                 r.per_second() >= 10_000.0 && node_rate.is_none_or(|n| r.per_second() >= 3.0 * n),
             ),
         });
+        let node_cpu = node_run.map(|(_, _, c)| c);
+        report.add(Figure {
+            name: format!("CPU per acknowledged webhook, {conns} connections"),
+            value: cpu.to_string(),
+            baseline: node_cpu.map_or("-".into(), |c| format!("Node.js: {c}")),
+            ratio: node_cpu.map_or("-".into(), |c| ratio(cpu.server, c.server)),
+            target: "reported".into(),
+            pass: None,
+        });
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    report.note(format!(
+        "webhook CPU budget: {cores} cores give {} µs of CPU per event, server and load generator together, at 10,000 events/s",
+        cores * 100
+    ));
     report.add(Figure {
         name: "resident memory idle (VmRSS after start)".into(),
         value: format!("{idle:.1} MiB"),
@@ -293,7 +354,7 @@ async fn node_baseline(
     path: &str,
     mix: &Mix,
     report: &mut Report,
-) -> anyhow::Result<Vec<(usize, LoadResult)>> {
+) -> anyhow::Result<Vec<(usize, LoadResult, CpuPerEvent)>> {
     let db = dir.join("node-baseline.db");
     cleanup(&db);
     let log = dir.join("node-server.log");
@@ -308,12 +369,14 @@ async fn node_baseline(
             warmup: sizes.warmup,
             measure: sizes.measure,
         };
+        let cpu = CpuMark::start(&server);
         let r = load::run(
             server.addr,
             plan,
             webhook_requests(path.to_string(), events),
         )
         .await;
+        let cpu = cpu.per_event(r.accepted_total);
         check_errors(
             report,
             &format!("Node.js webhooks, {conns} connections"),
@@ -325,7 +388,7 @@ async fn node_baseline(
             r.completed - r.ok_2xx,
             r.completed
         );
-        out.push((conns, r));
+        out.push((conns, r, cpu));
     }
     report.note(format!(
         "Node.js baseline: peak VmRSS {:.1} MiB",

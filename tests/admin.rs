@@ -1048,3 +1048,131 @@ async fn admin_set_password_reads_the_password_from_stdin() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("at least 10 characters"));
 }
+
+/// The `href` of the page's "Older →" link, askama's `&#38;` undone.
+fn older_link(html: &str) -> Option<String> {
+    let end = html.find("\">Older →</a>")?;
+    let start = html[..end].rfind("href=\"")? + "href=\"".len();
+    Some(html[start..end].replace("&#38;", "&"))
+}
+
+/// Ids in the order a page links them (`/admin/{what}/{id}"`).
+fn linked_ids(html: &str, what: &str) -> Vec<String> {
+    let prefix = format!("href=\"/admin/{what}/");
+    let mut ids: Vec<String> = Vec::new();
+    for part in html.split(&prefix).skip(1) {
+        let id = &part[..part.find('"').unwrap_or(0)];
+        if !id.is_empty() && !id.contains('/') && ids.last().map(String::as_str) != Some(id) {
+            ids.push(id.to_string());
+        }
+    }
+    ids
+}
+
+#[tokio::test]
+async fn the_events_page_pages_through_older_events_keeping_its_filters() {
+    let app = spawn().await;
+    let shop = app.add_client("Shop", Some(SECRET)).await;
+    let other = app.add_client("Other", Some(SECRET)).await;
+    app.deliver(
+        &other,
+        SECRET,
+        "customer.created",
+        json!({"id": "cus_other", "object": "customer"}),
+    )
+    .await;
+    for n in 0..201 {
+        app.deliver(
+            &shop,
+            SECRET,
+            "customer.created",
+            json!({"id": format!("cus_{n}"), "object": "customer"}),
+        )
+        .await;
+    }
+    let stored: Vec<String> = app
+        .tracker
+        .store()
+        .list_events(&EventFilter {
+            client_id: Some(shop.id.clone()),
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id.to_string())
+        .collect();
+    assert_eq!(stored.len(), 201);
+    let session = app.login().await;
+    let first = app
+        .get(
+            Some(&session),
+            &format!("/admin/events?verification=verified&client={}", shop.id),
+        )
+        .await
+        .body;
+    assert_eq!(linked_ids(&first, "events"), stored[..200]);
+    let older = older_link(&first).expect("an Older link under a full page");
+    assert_eq!(
+        older,
+        format!(
+            "/admin/events?verification=verified&client={}&before={}",
+            shop.id, stored[199]
+        )
+    );
+    let second = app.get(Some(&session), &older).await.body;
+    assert_eq!(linked_ids(&second, "events"), stored[200..]);
+    assert_eq!(older_link(&second), None, "the last page has no Older link");
+}
+
+#[tokio::test]
+async fn the_conversions_page_pages_through_sales_that_share_a_purchase_time() {
+    let app = spawn().await;
+    let shop = app.add_client("Shop", Some(SECRET)).await;
+    // Stripe's times are in seconds: these hundred and one sales share one.
+    let created = chrono::Utc::now().timestamp() - 60;
+    for n in 0..101 {
+        app.deliver_created(
+            &shop,
+            SECRET,
+            "payment_intent.succeeded",
+            json!({
+                "id": format!("pi_same_second_{n}"), "object": "payment_intent",
+                "amount": 1900, "amount_received": 1900, "currency": "usd",
+                "customer": format!("cus_{n}"), "metadata": {}, "status": "succeeded",
+                "livemode": false, "created": created,
+            }),
+            created,
+            StatusCode::OK,
+        )
+        .await;
+    }
+    let stored = app
+        .tracker
+        .store()
+        .list_conversions(&ConversionFilter::default())
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 101);
+    let ids: Vec<String> = stored.iter().map(|c| c.id.clone()).collect();
+    assert!(
+        stored
+            .iter()
+            .all(|c| c.purchased_at == stored[0].purchased_at),
+        "one purchase time for all"
+    );
+    let session = app.login().await;
+    let first = app
+        .get(
+            Some(&session),
+            &format!("/admin/conversions?client={}", shop.id),
+        )
+        .await
+        .body;
+    assert_eq!(linked_ids(&first, "conversions"), ids[..100]);
+    let older = older_link(&first).expect("an Older link under a full page");
+    let second = app.get(Some(&session), &older).await.body;
+    assert_eq!(linked_ids(&second, "conversions"), ids[100..]);
+    assert_eq!(older_link(&second), None);
+}

@@ -353,6 +353,9 @@ pub struct EventFilter {
     pub client_id: Option<String>,
     /// Substring of the raw body (for diagnosis).
     pub body_contains: Option<String>,
+    /// Only events stored before this one (a smaller id): the next, older,
+    /// page of a list that is newest first.
+    pub before_id: Option<i64>,
     pub limit: i64,
 }
 
@@ -568,6 +571,10 @@ pub struct ConversionFilter {
     pub from: Option<Millis>,
     /// Purchased before (exclusive).
     pub to: Option<Millis>,
+    /// Only those listed after this one, `(purchased_at, id)`, in the
+    /// newest-first order of lists: the next page, exact even when many
+    /// sales share a purchase time.
+    pub after: Option<(Millis, String)>,
     pub limit: i64,
 }
 

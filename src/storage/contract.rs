@@ -558,6 +558,19 @@ pub(crate) async fn events_verify_process_list_retry(s: DynStore) {
         ..Default::default()
     };
     assert_eq!(ids(s.list_events(&f).await.unwrap()), [e3, e2]);
+    // The next page starts below the last id shown, filters kept.
+    let f = EventFilter {
+        before_id: Some(e2),
+        limit: 2,
+        ..Default::default()
+    };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), [e1]);
+    let f = EventFilter {
+        before_id: Some(e3),
+        verification: Some(Verification::Verified),
+        ..Default::default()
+    };
+    assert_eq!(ids(s.list_events(&f).await.unwrap()), [e1]);
     let f = EventFilter {
         body_contains: Some("needle".into()),
         ..Default::default()
@@ -777,6 +790,26 @@ pub(crate) async fn conversions_list_filters(s: DynStore) {
         })
         .await,
         ["d", "a"]
+    );
+    // The next page after "c": "b" shares its purchase time and is not
+    // skipped (a bound on the time alone would skip it).
+    assert_eq!(
+        f(ConversionFilter {
+            after: Some((300, "c".into())),
+            ..Default::default()
+        })
+        .await,
+        ["b", "d", "a"]
+    );
+    assert_eq!(
+        f(ConversionFilter {
+            after: Some((300, "b".into())),
+            client_id: Some("c1".into()),
+            limit: 1,
+            ..Default::default()
+        })
+        .await,
+        ["a"]
     );
     assert_eq!(
         f(ConversionFilter {

@@ -243,8 +243,24 @@ impl App {
         expected: StatusCode,
     ) {
         let now = chrono::Utc::now().timestamp();
+        self.deliver_created(client, secret, event_type, object, now, expected)
+            .await
+    }
+
+    /// A delivery of an event Stripe `created` at that time (seconds),
+    /// signed now.
+    pub async fn deliver_created(
+        &self,
+        client: &Client,
+        secret: &str,
+        event_type: &str,
+        object: Value,
+        created: i64,
+        expected: StatusCode,
+    ) {
+        let now = chrono::Utc::now().timestamp();
         let body = serde_json::to_vec_pretty(&json!({
-            "id": new_id("evt"), "object": "event", "api_version": API, "created": now,
+            "id": new_id("evt"), "object": "event", "api_version": API, "created": created,
             "data": {"object": object}, "livemode": false, "pending_webhooks": 1,
             "request": {"id": null, "idempotency_key": null}, "type": event_type,
         }))

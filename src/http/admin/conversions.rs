@@ -124,8 +124,11 @@ pub struct FiltersIn {
     client: Option<String>,
     link: Option<String>,
     mode: Option<String>,
-    /// Purchased before this time (ms): the next page.
+    /// The next page: after the conversion purchased at `before` (ms)
+    /// whose id is `before_id` (alone, `before` lists those purchased
+    /// earlier).
     before: Option<i64>,
+    before_id: Option<String>,
 }
 
 pub struct Choice {
@@ -183,15 +186,19 @@ pub async fn list_conversions(
         unverified_only: f.unverified.is_some(),
         status,
         livemode,
-        to: f.before,
+        to: f.before.filter(|_| nonempty(&f.before_id).is_none()),
+        after: f
+            .before
+            .zip(nonempty(&f.before_id))
+            .map(|(at, id)| (at, id.to_string())),
         limit: PAGE_SIZE,
         ..Default::default()
     };
     let conversions = store.list_conversions(&filter).await?;
     let older = (conversions.len() as i64 == PAGE_SIZE)
-        .then(|| conversions.last().map(|c| c.purchased_at))
+        .then(|| conversions.last())
         .flatten()
-        .map(|before| {
+        .map(|last| {
             let mut q = url::form_urlencoded::Serializer::new(String::new());
             for (k, v) in [
                 ("orphan", f.orphan.as_ref().map(|_| "1")),
@@ -205,7 +212,8 @@ pub async fn list_conversions(
                     q.append_pair(k, v);
                 }
             }
-            q.append_pair("before", &before.to_string());
+            q.append_pair("before", &last.purchased_at.to_string());
+            q.append_pair("before_id", &last.id);
             q.finish()
         });
     let names = Names::load(tracker).await?;

@@ -99,7 +99,12 @@ pub struct EventFiltersIn {
     verification: Option<String>,
     processing: Option<String>,
     client: Option<String>,
+    /// Events stored before this one (its id): the next page.
+    before: Option<i64>,
 }
+
+/// Events a page shows.
+const PAGE_SIZE: i64 = 200;
 
 #[derive(Template)]
 #[template(path = "admin/events.html")]
@@ -109,6 +114,8 @@ struct EventsPage {
     verifications: Vec<Choice>,
     processings: Vec<Choice>,
     clients: Vec<Choice>,
+    /// The query of the next (older) page, when there may be one.
+    older: Option<String>,
 }
 
 const PROCESSINGS: [Processing; 6] = [
@@ -144,10 +151,28 @@ pub async fn list_events(
             verification,
             processing,
             client_id: client_id.clone(),
-            limit: 200,
+            before_id: f.before,
+            limit: PAGE_SIZE,
             ..Default::default()
         })
         .await?;
+    let older = (events.len() as i64 == PAGE_SIZE)
+        .then(|| events.last().map(|e| e.id))
+        .flatten()
+        .map(|before| {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in [
+                ("verification", &f.verification),
+                ("processing", &f.processing),
+                ("client", &f.client),
+            ] {
+                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
+                    q.append_pair(k, v);
+                }
+            }
+            q.append_pair("before", &before.to_string());
+            q.finish()
+        });
     let rows = event_rows(tracker, &events, now).await?;
     let verifications = [
         ("verified", Verification::Verified),
@@ -185,6 +210,7 @@ pub async fn list_events(
         verifications,
         processings,
         clients,
+        older,
     }))
 }
 

@@ -26,6 +26,9 @@ pub struct EventQuery {
     pub verification: Option<String>,
     /// `pending`, `processed`, `ignored`, `invalid`, `no_client` or `failed`.
     pub processing: Option<String>,
+    /// Only events stored before the one with this id: the last id of a
+    /// page gives the next, older page.
+    pub before: Option<i64>,
     /// At most this many, newest first (default 100, at most 10000).
     pub limit: Option<i64>,
 }
@@ -83,6 +86,7 @@ pub async fn list_events(
             verification,
             client_id,
             body_contains: None,
+            before_id: q.before,
             limit,
         })
         .await?

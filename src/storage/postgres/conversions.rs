@@ -178,6 +178,15 @@ pub(super) async fn list_conversions(
     if let Some(to) = filter.to {
         qb.push(" AND purchased_at < ").push_bind(to);
     }
+    if let Some((at, id)) = &filter.after {
+        qb.push(" AND (purchased_at < ")
+            .push_bind(*at)
+            .push(" OR (purchased_at = ")
+            .push_bind(*at)
+            .push(" AND id < ")
+            .push_bind(id.as_str())
+            .push("))");
+    }
     qb.push(" ORDER BY purchased_at DESC, id DESC LIMIT ")
         .push_bind(limit_or_all(filter.limit));
     qb.build()

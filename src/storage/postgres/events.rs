@@ -176,6 +176,9 @@ pub(super) async fn list_events(
             .push_bind(s.as_bytes())
             .push(" IN body) > 0");
     }
+    if let Some(id) = filter.before_id {
+        qb.push(" AND id < ").push_bind(id);
+    }
     qb.push(" ORDER BY id DESC LIMIT ")
         .push_bind(limit_or(filter.limit, 100));
     qb.build()

@@ -255,6 +255,14 @@ pub(super) fn conversions_query(filter: &ConversionFilter) -> (String, Vec<Value
         sql.push_str(" AND purchased_at < ?");
         args.push(Value::Integer(to));
     }
+    if let Some((at, id)) = &filter.after {
+        sql.push_str(" AND (purchased_at < ? OR (purchased_at = ? AND id < ?))");
+        args.extend([
+            Value::Integer(*at),
+            Value::Integer(*at),
+            Value::Text(id.clone()),
+        ]);
+    }
     sql.push_str(" ORDER BY purchased_at DESC, id DESC LIMIT ?");
     args.push(Value::Integer(limit_or_all(filter.limit)));
     (sql, args)

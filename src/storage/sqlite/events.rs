@@ -233,6 +233,10 @@ pub(super) fn list_events(
         sql.push_str(" AND instr(body, ?) > 0");
         args.push(Value::Blob(s.as_bytes().to_vec()));
     }
+    if let Some(id) = filter.before_id {
+        sql.push_str(" AND id < ?");
+        args.push(Value::Integer(id));
+    }
     sql.push_str(" ORDER BY id DESC LIMIT ?");
     args.push(Value::Integer(limit_or(filter.limit, 100)));
     query_all(conn, &sql, params_from_iter(args), event_from_row)

@@ -446,6 +446,44 @@ async fn conversions_have_the_fields_of_the_cli_and_its_filters() {
     let (_, one) = get(&app, "/api/v1/conversions?limit=1").await;
     assert_eq!(one["data"].as_array().map(Vec::len), Some(1));
 
+    // Paging by the last id: the three sales share a purchase time, and
+    // none is skipped or repeated.
+    let ids = |body: &Value| -> Vec<String> {
+        body["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .filter_map(|c| c["id"].as_str().map(str::to_string))
+            .collect()
+    };
+    let (_, all) = get(&app, "/api/v1/conversions").await;
+    let times: Vec<&Value> = all["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|c| &c["purchased_at"])
+        .collect();
+    assert!(times.iter().all(|t| *t == times[0]), "{times:?}");
+    let all = ids(&all);
+    assert_eq!(all.len(), 3);
+    let (_, next) = get(
+        &app,
+        &format!("/api/v1/conversions?starting_after={}", all[0]),
+    )
+    .await;
+    assert_eq!(ids(&next), all[1..]);
+    let (_, last) = get(
+        &app,
+        &format!("/api/v1/conversions?starting_after={}&limit=1", all[1]),
+    )
+    .await;
+    assert_eq!(ids(&last), all[2..]);
+    assert_error(
+        &get(&app, "/api/v1/conversions?starting_after=conv_nope").await,
+        404,
+        "not_found",
+    );
+
     for query in [
         "status=lost",
         "mode=prod",

@@ -41,6 +41,9 @@ pub struct ConversionQuery {
     pub from: Option<String>,
     /// Purchased before (exclusive): RFC 3339, or `YYYY-MM-DD` (midnight UTC of that day).
     pub to: Option<String>,
+    /// A conversion's id: only those listed after it, the next page (the
+    /// last id of a page; exact when many sales share a purchase time).
+    pub starting_after: Option<String>,
     /// At most this many, newest first (default 100, at most 10000).
     pub limit: Option<i64>,
 }
@@ -106,6 +109,22 @@ pub async fn filter_of(
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(invalid(format!("`limit` is between 1 and {MAX_LIMIT}")));
     }
+    let after = match nonempty(&q.starting_after) {
+        Some(id) => match tracker.store().get_conversion(id).await? {
+            Some(c) => Some((c.purchased_at, c.id)),
+            None => {
+                return Err(AppError::client(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!(
+                        "conversion not found: {}",
+                        id.chars().take(80).collect::<String>()
+                    ),
+                ))
+            }
+        },
+        None => None,
+    };
     Ok(ConversionFilter {
         client_id,
         link_id,
@@ -115,6 +134,7 @@ pub async fn filter_of(
         livemode,
         from,
         to,
+        after,
         limit,
         ..Default::default()
     })

@@ -36,7 +36,7 @@ pub async fn serve(
         let sweep = Sweep::new(tracker.clone());
         tokio::spawn(sweep.run(every, cancel.clone()));
     }
-    let app = router(AppState { tracker });
+    let app = router(AppState::new(tracker));
     let shutdown = cancel.clone();
     axum::serve(
         listener,

@@ -200,7 +200,66 @@ async fn every_admin_route_refuses_a_missing_or_wrong_token() {
             .expect("request");
         assert_eq!(resp.status().as_u16(), 401, "{method} {path}");
         assert!(resp.headers().contains_key("www-authenticate"));
+        // The right token clears the address's wrong ones, which would
+        // otherwise add up to the limit over all the routes.
+        assert_eq!(get(&app, "/api/v1/clients").await.0, 200);
     }
+}
+
+#[tokio::test]
+async fn wrong_tokens_from_one_address_are_limited_with_the_logins() {
+    let app = app_with_token().await;
+    let wrong = Some("wrong-token-wrong-token");
+    // A right token in between clears the count.
+    for _ in 0..9 {
+        assert_error(
+            &call(&app, Method::GET, "/api/v1/clients", wrong, None).await,
+            401,
+            "unauthorized",
+        );
+    }
+    assert_eq!(get(&app, "/api/v1/clients").await.0, 200);
+    for _ in 0..10 {
+        assert_error(
+            &call(&app, Method::GET, "/api/v1/clients", wrong, None).await,
+            401,
+            "unauthorized",
+        );
+    }
+    // The eleventh call is refused whatever its token, with when to retry.
+    let resp = app
+        .http
+        .get(format!("{}/api/v1/clients", app.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 429);
+    assert_eq!(
+        resp.headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("300")
+    );
+    let body: Value = resp.json().await.expect("JSON");
+    assert_eq!(body["error"]["code"], json!("rate_limited"));
+    // The login page guesses the same secret: it is refused too.
+    let login = app
+        .http
+        .post(format!("{}/admin/login", app.base))
+        .form(&[("secret", TOKEN), ("csrf", "x")])
+        .send()
+        .await
+        .expect("login");
+    assert_eq!(login.status().as_u16(), 429);
+    // Other routes and the public ones are not affected.
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.base))
+        .send()
+        .await
+        .expect("health");
+    assert_eq!(health.status().as_u16(), 200);
 }
 
 #[tokio::test]

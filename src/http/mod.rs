@@ -22,6 +22,18 @@ use crate::domain::Tracker;
 #[derive(Clone)]
 pub struct AppState {
     pub tracker: Arc<Tracker>,
+    /// Failed admin logins and wrong API tokens, per address: both guess
+    /// the same secret, so they count together.
+    pub failed_logins: Arc<admin::LoginLimiter>,
+}
+
+impl AppState {
+    pub fn new(tracker: Arc<Tracker>) -> Self {
+        Self {
+            tracker,
+            failed_logins: Arc::new(admin::LoginLimiter::default()),
+        }
+    }
 }
 
 /// The whole router.

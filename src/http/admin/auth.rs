@@ -1,22 +1,20 @@
 //! `/admin/login` and `/admin/logout`: the admin token or password opens a
 //! session; failures are rate-limited per address.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use askama::Template;
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use rand::RngCore;
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
 use super::page::{render, see_other, PageError};
 use super::session::{
-    cookie, form_body, form_field, session_cookie, set_cookie, AdminSession, CsrfForm,
-    LoginLimiter, PeerIp, LOGIN_COOKIE, SESSION_COOKIE,
+    cookie, form_body, form_field, session_cookie, set_cookie, AdminSession, CsrfForm, PeerIp,
+    LOGIN_COOKIE, SESSION_COOKIE,
 };
 use crate::http::AppState;
 
@@ -99,7 +97,6 @@ pub async fn show_login(
 
 pub async fn login(
     State(state): State<AppState>,
-    Extension(limiter): Extension<Arc<LoginLimiter>>,
     PeerIp(ip): PeerIp,
     headers: HeaderMap,
     body: axum::body::Body,
@@ -109,6 +106,7 @@ pub async fn login(
         Err(r) => return r,
     };
     let next = safe_next(form_field(&body, "next").as_deref());
+    let limiter = &state.failed_logins;
     let now = Instant::now();
     if limiter.is_blocked(ip, now) {
         tracing::warn!(?ip, "admin login rate-limited");

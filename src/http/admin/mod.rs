@@ -14,18 +14,16 @@ mod overview;
 mod page;
 mod session;
 
-use std::sync::Arc;
-
 use axum::extract::Request;
 use axum::http::{header, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Extension, Router};
+use axum::Router;
 
 use super::AppState;
 
-pub use session::{AdminSession, CsrfForm, LoginLimiter, SESSION_COOKIE};
+pub use session::{AdminSession, CsrfForm, LoginLimiter, SESSION_COOKIE, WINDOW as FAILURE_WINDOW};
 
 const CSS: &str = include_str!("../../../assets/admin.css");
 
@@ -60,7 +58,6 @@ pub fn routes() -> Router<AppState> {
             post(events::reprocess_event),
         )
         .route("/admin/diagnose-sale", get(diagnose::diagnose_sale))
-        .layer(Extension(Arc::new(LoginLimiter::default())))
         .layer(middleware::from_fn(harden))
         .route("/admin/admin.css", get(stylesheet))
 }

@@ -156,9 +156,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
     }
 }
 
-/// Failed logins per IP address, in memory: after `MAX_FAILURES` within
-/// `WINDOW`, further attempts from that address get 429 until the oldest
-/// failure ages out. A success clears the address.
+/// Failed logins and wrong API tokens per IP address, in memory: after
+/// `MAX_FAILURES` within `WINDOW`, further attempts from that address (at
+/// the login page and at the JSON API) get 429 until the oldest failure
+/// ages out. A success clears the address.
 #[derive(Debug, Default)]
 pub struct LoginLimiter {
     failures: Mutex<HashMap<Option<IpAddr>, Vec<Instant>>>,

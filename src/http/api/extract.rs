@@ -2,13 +2,17 @@
 //! path input whose rejections are JSON errors like every other answer.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
+use crate::http::admin::FAILURE_WINDOW;
 use crate::http::AppState;
 
 /// A request that carries `Authorization: Bearer <admin token>`.
@@ -46,10 +50,36 @@ impl FromRequestParts<AppState> for AdminBearer {
                 "send the admin token as `Authorization: Bearer <token>`",
             ));
         };
+        // Wrong tokens count with failed logins: after ten from one address
+        // in five minutes, that address is refused before its token is
+        // even looked at, so guessing gets no answer either way.
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let now = Instant::now();
+        if state.failed_logins.is_blocked(ip, now) {
+            tracing::warn!(?ip, "JSON API call rate-limited after wrong admin tokens");
+            let mut response = AppError::client(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many wrong admin tokens from this address; wait five minutes",
+            )
+            .into_response();
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(FAILURE_WINDOW.as_secs()),
+            );
+            return Err(response);
+        }
         match state.tracker.check_admin_token(token).await {
-            Ok(true) => Ok(AdminBearer),
+            Ok(true) => {
+                state.failed_logins.clear(ip);
+                Ok(AdminBearer)
+            }
             Ok(false) => {
-                tracing::warn!("JSON API call with a wrong admin token");
+                state.failed_logins.record_failure(ip, now);
+                tracing::warn!(?ip, "JSON API call with a wrong admin token");
                 Err(unauthorized("the admin token is not valid"))
             }
             Err(e) => Err(AppError::from(e).into_response()),

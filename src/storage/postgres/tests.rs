@@ -341,3 +341,49 @@ async fn both_backends_end_with_the_same_tables_and_columns() {
     };
     assert_eq!(names("migrations/postgres"), names("migrations/sqlite"));
 }
+
+/// `sslmode=require` in the URL encrypts the connection (managed
+/// PostgreSQL services ask for it); `sslmode=disable` does not. Skipped,
+/// with a message, on a server that offers no TLS.
+#[tokio::test]
+async fn a_url_that_asks_for_tls_gets_an_encrypted_connection() {
+    let Some(db) = ScratchDb::create().await else {
+        return;
+    };
+    let encrypted = |store: &PgStore| {
+        let pool = store.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, bool>(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("pg_stat_ssl")
+        }
+    };
+    let plain = PgStore::open(&with_sslmode(&db.url, "disable"), &DbOptions::default())
+        .await
+        .expect("open without TLS");
+    assert!(!encrypted(&plain).await);
+    let offered: String = sqlx::query_scalar("SHOW ssl")
+        .fetch_one(&plain.pool)
+        .await
+        .expect("SHOW ssl");
+    if offered != "on" {
+        eprintln!("skipped: the test server offers no TLS (ssl = {offered})");
+        return;
+    }
+    let tls = PgStore::open(&with_sslmode(&db.url, "require"), &DbOptions::default())
+        .await
+        .expect("open with sslmode=require");
+    assert!(
+        encrypted(&tls).await,
+        "sslmode=require gave a plain connection"
+    );
+}
+
+fn with_sslmode(url: &str, mode: &str) -> String {
+    let mut url = url::Url::parse(url).expect("URL");
+    url.query_pairs_mut().append_pair("sslmode", mode);
+    url.to_string()
+}

@@ -635,23 +635,13 @@ async fn events_are_listed_as_summaries_and_shown_one_by_one() {
     .await;
     assert_eq!(processed["data"].as_array().map(Vec::len), Some(2));
     // Paging: the last id of a page gives the next one, newest first.
-    let ids: Vec<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
+    let ids_of =
+        |rows: &[Value]| -> Vec<i64> { rows.iter().filter_map(|r| r["id"].as_i64()).collect() };
+    let ids = ids_of(rows);
     let (_, page) = get(&app, "/api/v1/events?limit=2").await;
-    let page: Vec<i64> = page["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .filter_map(|r| r["id"].as_i64())
-        .collect();
-    assert_eq!(page, ids[..2]);
+    assert_eq!(ids_of(page["data"].as_array().expect("data")), ids[..2]);
     let (_, next) = get(&app, &format!("/api/v1/events?limit=2&before={}", ids[1])).await;
-    let next: Vec<i64> = next["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .filter_map(|r| r["id"].as_i64())
-        .collect();
-    assert_eq!(next, ids[2..]);
+    assert_eq!(ids_of(next["data"].as_array().expect("data")), ids[2..]);
     assert_error(
         &get(&app, "/api/v1/events?before=soon").await,
         400,

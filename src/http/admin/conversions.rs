@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::events::{event_summary_rows, EventRow};
 use super::format::{money, when, words, When};
-use super::page::{render, see_other, FlashIn, Layout, PageError, PageResult};
+use super::page::{older_page_query, render, see_other, FlashIn, Layout, PageError, PageResult};
 use super::session::{AdminSession, CsrfForm};
 use crate::domain::model::*;
 use crate::domain::Tracker;
@@ -199,22 +199,20 @@ pub async fn list_conversions(
         .then(|| conversions.last())
         .flatten()
         .map(|last| {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in [
-                ("orphan", f.orphan.as_ref().map(|_| "1")),
-                ("unverified", f.unverified.as_ref().map(|_| "1")),
-                ("status", nonempty(&f.status)),
-                ("client", nonempty(&f.client)),
-                ("link", nonempty(&f.link)),
-                ("mode", nonempty(&f.mode)),
-            ] {
-                if let Some(v) = v {
-                    q.append_pair(k, v);
-                }
-            }
-            q.append_pair("before", &last.purchased_at.to_string());
-            q.append_pair("before_id", &last.id);
-            q.finish()
+            older_page_query(
+                [
+                    ("orphan", f.orphan.as_ref().map(|_| "1")),
+                    ("unverified", f.unverified.as_ref().map(|_| "1")),
+                    ("status", f.status.as_deref()),
+                    ("client", f.client.as_deref()),
+                    ("link", f.link.as_deref()),
+                    ("mode", f.mode.as_deref()),
+                ],
+                &[
+                    ("before", &last.purchased_at.to_string()),
+                    ("before_id", &last.id),
+                ],
+            )
         });
     let names = Names::load(tracker).await?;
     let all_clients = store.list_clients().await?;

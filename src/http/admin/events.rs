@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::conversions::{Choice, Names};
 use super::format::{self, when, When};
-use super::page::{render, see_other, FlashIn, Layout, PageError, PageResult};
+use super::page::{older_page_query, render, see_other, FlashIn, Layout, PageError, PageResult};
 use super::session::{AdminSession, CsrfForm};
 use crate::domain::diagnose::EventSummary;
 use crate::domain::model::*;
@@ -160,18 +160,14 @@ pub async fn list_events(
         .then(|| events.last().map(|e| e.id))
         .flatten()
         .map(|before| {
-            let mut q = url::form_urlencoded::Serializer::new(String::new());
-            for (k, v) in [
-                ("verification", &f.verification),
-                ("processing", &f.processing),
-                ("client", &f.client),
-            ] {
-                if let Some(v) = v.as_deref().filter(|v| !v.is_empty()) {
-                    q.append_pair(k, v);
-                }
-            }
-            q.append_pair("before", &before.to_string());
-            q.finish()
+            older_page_query(
+                [
+                    ("verification", f.verification.as_deref()),
+                    ("processing", f.processing.as_deref()),
+                    ("client", f.client.as_deref()),
+                ],
+                &[("before", &before.to_string())],
+            )
         });
     let rows = event_rows(tracker, &events, now).await?;
     let verifications = [

@@ -38,6 +38,24 @@ pub fn render<T: Template>(page: &T) -> Response {
 }
 
 /// `303 See Other` to `location` (after a form: the browser GETs it).
+/// The query string of a list's next (older) page: the filters that are
+/// set, then the cursor's pairs.
+pub fn older_page_query<'a>(
+    filters: impl IntoIterator<Item = (&'static str, Option<&'a str>)>,
+    cursor: &[(&'static str, &str)],
+) -> String {
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in filters {
+        if let Some(v) = v.map(str::trim).filter(|v| !v.is_empty()) {
+            q.append_pair(k, v);
+        }
+    }
+    for (k, v) in cursor {
+        q.append_pair(k, v);
+    }
+    q.finish()
+}
+
 pub fn see_other(location: &str) -> Response {
     let mut response = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(location) {

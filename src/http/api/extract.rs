@@ -2,17 +2,16 @@
 //! path input whose rejections are JSON errors like every other answer.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use std::net::SocketAddr;
 use std::time::Instant;
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
-use crate::http::admin::FAILURE_WINDOW;
+use crate::http::admin::{PeerIp, FAILURE_WINDOW};
 use crate::http::AppState;
 
 /// A request that carries `Authorization: Bearer <admin token>`.
@@ -45,6 +44,7 @@ impl FromRequestParts<AppState> for AdminBearer {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let Ok(PeerIp(ip)) = PeerIp::from_request_parts(parts, state).await;
         let Some(token) = bearer_token(parts) else {
             return Err(unauthorized(
                 "send the admin token as `Authorization: Bearer <token>`",
@@ -53,10 +53,6 @@ impl FromRequestParts<AppState> for AdminBearer {
         // Wrong tokens count with failed logins: after ten from one address
         // in five minutes, that address is refused before its token is
         // even looked at, so guessing gets no answer either way.
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         let now = Instant::now();
         if state.failed_logins.is_blocked(ip, now) {
             tracing::warn!(?ip, "JSON API call rate-limited after wrong admin tokens");

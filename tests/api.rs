@@ -252,7 +252,7 @@ async fn wrong_tokens_from_one_address_are_limited_with_the_logins() {
         .await
         .expect("login");
     assert_eq!(login.status().as_u16(), 429);
-    // Other routes and the public ones are not affected.
+    // Public routes are not affected.
     let health = app
         .http
         .get(format!("{}/healthz", app.base))

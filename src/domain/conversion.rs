@@ -182,7 +182,12 @@ impl Tracker {
                 ..Default::default()
             })
             .await?;
-        let same_sub = || siblings.iter().filter(|c| c.id != id);
+        // A forged trial or invoice never changes what a verified sale is.
+        let same_sub = || {
+            siblings
+                .iter()
+                .filter(|c| c.id != id && (c.verified || !derived.verified))
+        };
         let had_trial = same_sub().any(|c| c.kind == ConversionKind::TrialStart);
         let paid_before = same_sub().any(|c| {
             c.kind != ConversionKind::TrialStart
@@ -200,7 +205,9 @@ impl Tracker {
     /// a trial or paid invoice arriving late can change which of its other
     /// invoices is the first paid one (`new`) and which are renewals.
     async fn rekind_after_trial(&self, client: &Client, saved: &Conversion) -> DomainResult<()> {
-        let (Some(subscription), Some(customer)) = (&saved.subscription, &saved.customer) else {
+        let (Some(subscription), Some(customer), true) =
+            (&saved.subscription, &saved.customer, saved.verified)
+        else {
             return Ok(());
         };
         let filter = ConversionFilter {
@@ -391,6 +398,9 @@ impl Tracker {
 fn keeps_old_attribution(old: &Conversion, new: &Conversion) -> bool {
     match (old.method, new.method) {
         (Some(Method::Manual), _) => true,
+        // What unverified facts decided (a forged click id, say) never
+        // outlives the sale's verification.
+        _ if new.verified && !old.verified => false,
         (Some(_), None) => true,
         (Some(old_m), Some(new_m)) => new_m.rank() >= old_m.rank() && old.link_id.is_some(),
         (None, _) => false,

@@ -97,9 +97,20 @@ fn headers_json(headers: &[(String, String)]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-/// `account:event id`: Connect events are keyed by account and id.
-fn dedup_key(env: &Envelope) -> String {
-    format!("{}:{}", env.account.as_deref().unwrap_or(""), env.id)
+/// `scope/account:event id`. Stripe keys an event by its account (Connect)
+/// and id, and delivers it to the endpoints of whoever it belongs to; the
+/// scope is the client that received it (the per-client URL, else the client
+/// whose secret verified it), so that one client's delivery can never stand
+/// in for another client's genuine event with the same id. An unverified
+/// delivery to the shared URL belongs to nobody yet: its scope is empty, and
+/// a verified delivery of the same event claims it (`stored_twin`).
+pub(crate) fn dedup_key(scope: Option<&str>, env: &Envelope) -> String {
+    format!(
+        "{}/{}:{}",
+        scope.unwrap_or(""),
+        env.account.as_deref().unwrap_or(""),
+        env.id
+    )
 }
 
 impl Tracker {
@@ -165,8 +176,9 @@ impl Tracker {
             (Ok(_), false) => Processing::Failed,
             (Ok(_), true) => Processing::Pending,
         };
+        let scope = endpoint_client.as_deref().or(verified_by.as_deref());
         let new_event = NewEvent {
-            dedup_key: envelope.map(dedup_key),
+            dedup_key: envelope.map(|e| dedup_key(scope, e)),
             stripe_event_id: envelope.map(|e| e.id.clone()),
             event_type: envelope.map(|e| e.event_type.clone()),
             account: envelope.and_then(|e| e.account.clone()),
@@ -184,6 +196,11 @@ impl Tracker {
             client_method: verified_by.as_ref().map(|_| ClientMethod::WebhookSecret),
             processing,
         };
+        if let (Endpoint::Shared, Some(envelope)) = (&delivery.endpoint, envelope) {
+            if let Some(existing) = self.stored_twin(envelope, &verdict, &clients).await? {
+                return self.ingest_duplicate(existing, &verdict, &new_event).await;
+            }
+        }
         let event_type = new_event.event_type.clone();
         let (stripe_event, api_version) = (
             new_event.stripe_event_id.clone(),
@@ -247,6 +264,34 @@ impl Tracker {
                 event_type,
             },
         })
+    }
+
+    /// The same event stored under the other key a shared-URL delivery can
+    /// have: a verified delivery claims the unverified one kept without a
+    /// scope (and upgrades it); an unverified one is only a replay of the
+    /// event its suspected client (layer 1) has stored verified.
+    async fn stored_twin(
+        &self,
+        envelope: &Envelope,
+        verdict: &Verdict,
+        clients: &[ClientSecrets],
+    ) -> Result<Option<StoredEvent>, IngestError> {
+        let (key, wanted) = match verdict {
+            Verdict::Verified { .. } => (dedup_key(None, envelope), Verification::Unverified),
+            Verdict::Unverified(_) => {
+                let Some((suspect, _)) = suspect_client(clients, envelope.account.as_deref(), None)
+                else {
+                    return Ok(None);
+                };
+                (dedup_key(Some(&suspect), envelope), Verification::Verified)
+            }
+        };
+        let found = self
+            .store
+            .find_event_by_dedup_key(&key)
+            .await
+            .map_err(IngestError::NotStored)?;
+        Ok(found.filter(|e| e.verification == wanted))
     }
 
     async fn ingest_duplicate(
@@ -636,20 +681,22 @@ impl Tracker {
         ctx: &FactContext,
         facts: EventFacts,
     ) -> DomainResult<()> {
+        if !ctx.verified {
+            return self.quarantine_facts(client, ctx, facts).await;
+        }
         let actor = "ingest";
+        let Some(reference) = purchase_ref(&facts) else {
+            return Ok(());
+        };
+        let key = self.resolve(client, &reference).await?;
         match facts {
             EventFacts::Ignored => Ok(()),
-            EventFacts::InvoicePaymentLink {
-                invoice,
-                payment_intent,
-            } => {
-                let key = self.resolve(client, &invoice).await?;
+            EventFacts::InvoicePaymentLink { payment_intent, .. } => {
                 self.link_alias(client, &payment_intent, &key).await?;
                 self.recompute(client, &key, actor).await?;
                 Ok(())
             }
             EventFacts::Payment(p) => {
-                let key = self.resolve(client, &initial_key(&p)).await?;
                 self.save_fact(client, ctx, &key, FactBody::Payment(p.clone()))
                     .await?;
                 let object_id = Some(p.object_id.clone());
@@ -670,19 +717,12 @@ impl Tracker {
                     }
                 }
                 let conversion = self.recompute(client, &key, actor).await?;
-                if let Some(c) = conversion.filter(|c| c.link_id.is_some()) {
+                if let Some(c) = conversion.filter(|c| c.verified && c.link_id.is_some()) {
                     self.fix_customer_orphans(client, &c).await?;
                 }
                 Ok(())
             }
             EventFacts::Refund(r) => {
-                let key = self
-                    .resolve(client, r.payment_intent.as_deref().unwrap_or(&r.charge))
-                    .await?;
-                let key = match &r.invoice {
-                    Some(inv) => self.resolve(client, inv).await?,
-                    None => key,
-                };
                 let charge = r.charge.clone();
                 self.save_fact(client, ctx, &key, FactBody::Refund(r))
                     .await?;
@@ -691,9 +731,6 @@ impl Tracker {
                 Ok(())
             }
             EventFacts::Dispute(d) => {
-                let key = self
-                    .resolve(client, d.payment_intent.as_deref().unwrap_or(&d.charge))
-                    .await?;
                 let charge = d.charge.clone();
                 self.save_fact(client, ctx, &key, FactBody::Dispute(d))
                     .await?;
@@ -702,6 +739,43 @@ impl Tracker {
                 Ok(())
             }
         }
+    }
+
+    /// The facts of an unverified event (SPEC 2.3 step 5), which anybody
+    /// could have forged, in quarantine: kept under the purchase key their
+    /// ids resolve to today, and recorded as an unverified conversion when
+    /// that purchase has no verified one. They never link or move an alias
+    /// (an invented invoice could otherwise re-key a verified sale), never
+    /// fold or merge conversions, never touch a verified conversion and
+    /// never fix another sale. Once the event verifies, it is processed
+    /// again in full, exactly as if it had arrived signed.
+    async fn quarantine_facts(
+        &self,
+        client: &Client,
+        ctx: &FactContext,
+        facts: EventFacts,
+    ) -> DomainResult<()> {
+        let Some(reference) = purchase_ref(&facts) else {
+            return Ok(());
+        };
+        let body = match facts {
+            EventFacts::Payment(p) => FactBody::Payment(p),
+            EventFacts::Refund(r) => FactBody::Refund(r),
+            EventFacts::Dispute(d) => FactBody::Dispute(d),
+            // A link between ids is all an `invoice_payment.paid` says: it
+            // waits, untouched, for its verification.
+            EventFacts::InvoicePaymentLink { .. } | EventFacts::Ignored => return Ok(()),
+        };
+        let key = self.resolve(client, &reference).await?;
+        self.save_fact(client, ctx, &key, body).await?;
+        let existing = self.store.get_conversion_by_key(&client.id, &key).await?;
+        if existing.is_some_and(|c| c.verified) {
+            // Derivation ignores unverified facts of a verified sale; not
+            // even its attribution is run again.
+            return Ok(());
+        }
+        self.recompute(client, &key, "ingest").await?;
+        Ok(())
     }
 
     async fn save_fact(
@@ -752,25 +826,36 @@ impl Tracker {
             return Ok(());
         }
         self.store.set_alias(&client.id, alias, key).await?;
-        if let Some(moved) = self.store.get_conversion_by_key(&client.id, alias).await? {
-            match self.store.get_conversion_by_key(&client.id, key).await? {
-                Some(target) => {
-                    self.store.merge_conversion(&moved.id, &target.id).await?;
-                    // Keep a stronger attribution the folded one had.
-                    if let (Some(link), Some(m)) = (&moved.link_id, moved.method) {
-                        let weaker = target.method.is_none_or(|t| m.rank() < t.rank());
-                        if weaker {
-                            let mut updated = target.clone();
-                            updated.link_id = Some(link.clone());
-                            updated.click_id = moved.click_id.clone();
-                            updated.method = Some(m);
-                            updated.trace = moved.trace.clone();
-                            self.store.save_conversion(&updated).await?;
-                        }
+        let Some(moved) = self.store.get_conversion_by_key(&client.id, alias).await? else {
+            return Ok(());
+        };
+        match self.store.get_conversion_by_key(&client.id, key).await? {
+            // Only an unverified conversion was kept under `key` (its event
+            // has just verified, or is still in quarantine): the verified
+            // one is the sale, and it stays, re-keyed, as if the events had
+            // all arrived signed.
+            Some(target) if moved.verified && !target.verified => {
+                self.store.merge_conversion(&target.id, &moved.id).await?;
+                self.store.rekey_conversion(&moved.id, key).await?;
+            }
+            Some(target) => {
+                self.store.merge_conversion(&moved.id, &target.id).await?;
+                // Keep a stronger attribution the folded one had, when
+                // that one was verified (a forged hint never decides).
+                if let (Some(link), Some(m), true) = (&moved.link_id, moved.method, moved.verified)
+                {
+                    let weaker = target.method.is_none_or(|t| m.rank() < t.rank());
+                    if weaker {
+                        let mut updated = target.clone();
+                        updated.link_id = Some(link.clone());
+                        updated.click_id = moved.click_id.clone();
+                        updated.method = Some(m);
+                        updated.trace = moved.trace.clone();
+                        self.store.save_conversion(&updated).await?;
                     }
                 }
-                None => self.store.rekey_conversion(&moved.id, key).await?,
             }
+            None => self.store.rekey_conversion(&moved.id, key).await?,
         }
         Ok(())
     }
@@ -841,9 +926,12 @@ impl Tracker {
             return Ok(());
         };
         let id = match event::extract(envelope, value) {
-            Ok(EventFacts::Payment(p)) => initial_key(&p),
-            Ok(EventFacts::Refund(r)) => r.invoice.or(r.payment_intent).unwrap_or(r.charge),
-            Ok(EventFacts::Dispute(d)) => d.payment_intent.unwrap_or(d.charge),
+            Ok(
+                facts @ (EventFacts::Payment(_) | EventFacts::Refund(_) | EventFacts::Dispute(_)),
+            ) => match purchase_ref(&facts) {
+                Some(id) => id,
+                None => return Ok(()),
+            },
             _ => return Ok(()),
         };
         let _guard = self.purchase_lock.lock().await;
@@ -962,7 +1050,7 @@ impl Tracker {
         let parsed = event::parse_envelope(&body);
         let envelope = parsed.as_ref().ok().map(|(env, _)| env);
         let new_event = NewEvent {
-            dedup_key: envelope.map(dedup_key),
+            dedup_key: envelope.map(|e| dedup_key(Some(&client.id), e)),
             stripe_event_id: envelope.map(|e| e.id.clone()),
             event_type: envelope.map(|e| e.event_type.clone()),
             account: envelope.and_then(|e| e.account.clone()),
@@ -984,11 +1072,25 @@ impl Tracker {
                 Processing::Invalid
             },
         };
-        let inserted = self
-            .store
-            .insert_event(&new_event)
-            .await
-            .map_err(IngestError::NotStored)?;
+        // A delivery of it to the shared URL that did not verify is kept
+        // without a scope: Stripe's API vouches for it now.
+        let twin = match envelope {
+            Some(env) => self
+                .store
+                .find_event_by_dedup_key(&dedup_key(None, env))
+                .await
+                .map_err(IngestError::NotStored)?
+                .filter(|e| e.verification == Verification::Unverified),
+            None => None,
+        };
+        let inserted = match twin {
+            Some(existing) => InsertEvent::Duplicate(Box::new(existing)),
+            None => self
+                .store
+                .insert_event(&new_event)
+                .await
+                .map_err(IngestError::NotStored)?,
+        };
         // The client layer 1 suspected for a stored unverified delivery.
         let mut suspect = None;
         let outcome = match inserted {
@@ -1152,6 +1254,27 @@ struct FactContext {
     verified: bool,
     livemode: bool,
     client_method: ClientMethod,
+}
+
+/// The id through which an event's facts reach their purchase, before
+/// aliases are applied: a payment's `initial_key`, a refund's invoice, else
+/// its payment intent, else its charge; a dispute's payment intent, else its
+/// charge; the invoice an `invoice_payment.paid` links.
+fn purchase_ref(facts: &EventFacts) -> Option<String> {
+    match facts {
+        EventFacts::Payment(p) => Some(initial_key(p)),
+        EventFacts::Refund(r) => Some(
+            r.invoice
+                .clone()
+                .or_else(|| r.payment_intent.clone())
+                .unwrap_or_else(|| r.charge.clone()),
+        ),
+        EventFacts::Dispute(d) => {
+            Some(d.payment_intent.clone().unwrap_or_else(|| d.charge.clone()))
+        }
+        EventFacts::InvoicePaymentLink { invoice, .. } => Some(invoice.clone()),
+        EventFacts::Ignored => None,
+    }
 }
 
 /// The purchase key a payment event names before aliases are applied: the

@@ -199,6 +199,8 @@ pub trait Store: Send + Sync + 'static {
         insert_each(self, events).await
     }
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>>;
+    /// The event stored under `dedup_key`, if any.
+    async fn find_event_by_dedup_key(&self, dedup_key: &str) -> StoreResult<Option<StoredEvent>>;
     /// Counts another delivery of a stored event.
     async fn record_delivery(&self, id: i64) -> StoreResult<()>;
     /// Marks a stored event verified by `client_id`, with the headers and

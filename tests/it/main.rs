@@ -5,6 +5,7 @@ mod attribution;
 mod cli;
 mod clicks;
 mod helpers;
+mod quarantine;
 mod stories;
 mod sweep;
 mod webhook;

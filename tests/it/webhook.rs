@@ -657,7 +657,7 @@ async fn re_verification_judges_the_timestamp_against_the_stored_receipt_time() 
         .tracker
         .store()
         .insert_event(&NewEvent {
-            dedup_key: Some(format!(":{}", env.id)),
+            dedup_key: Some(format!("{}/:{}", client.id, env.id)),
             stripe_event_id: Some(env.id.clone()),
             event_type: Some(env.event_type.clone()),
             account: None,
@@ -1300,6 +1300,9 @@ impl Store for FaultyStore {
     }
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>> {
         self.inner.get_event(id).await
+    }
+    async fn find_event_by_dedup_key(&self, key: &str) -> StoreResult<Option<StoredEvent>> {
+        self.inner.find_event_by_dedup_key(key).await
     }
     async fn record_delivery(&self, id: i64) -> StoreResult<()> {
         self.inner.record_delivery(id).await

@@ -14,6 +14,8 @@ mod attribution;
 mod cli;
 #[path = "../it/clicks.rs"]
 mod clicks;
+#[path = "../it/quarantine.rs"]
+mod quarantine;
 #[path = "../it/stories.rs"]
 mod stories;
 #[path = "../it/sweep.rs"]

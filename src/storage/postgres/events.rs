@@ -77,6 +77,21 @@ pub(super) async fn get_event(pool: &PgPool, id: i64) -> StoreResult<Option<Stor
         .transpose()
 }
 
+pub(super) async fn event_by_dedup_key(
+    pool: &PgPool,
+    key: &str,
+) -> StoreResult<Option<StoredEvent>> {
+    let sql = format!("SELECT {EVENT_COLS} FROM webhook_events WHERE dedup_key = $1");
+    sqlx::query(&sql)
+        .bind(key)
+        .fetch_optional(pool)
+        .await
+        .map_err(map_err)?
+        .as_ref()
+        .map(event_from_row)
+        .transpose()
+}
+
 pub(super) async fn record_delivery(pool: &PgPool, id: i64) -> StoreResult<()> {
     let done = sqlx::query("UPDATE webhook_events SET deliveries = deliveries + 1 WHERE id = $1")
         .bind(id)

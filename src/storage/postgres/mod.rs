@@ -296,6 +296,10 @@ impl Store for PgStore {
         events::get_event(&self.pool, id).await
     }
 
+    async fn find_event_by_dedup_key(&self, dedup_key: &str) -> StoreResult<Option<StoredEvent>> {
+        events::event_by_dedup_key(&self.pool, dedup_key).await
+    }
+
     async fn record_delivery(&self, id: i64) -> StoreResult<()> {
         events::record_delivery(&self.pool, id).await
     }

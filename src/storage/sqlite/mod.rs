@@ -245,6 +245,9 @@ impl SqliteStore {
             rusqlite_migration::M::up(include_str!(
                 "../../../migrations/sqlite/0005_conversions_by_customer_over_time.sql"
             )),
+            rusqlite_migration::M::up(include_str!(
+                "../../../migrations/sqlite/0006_events_scoped_dedup.sql"
+            )),
         ]);
         let mut conn = self.conns.write.lock().await;
         migrations
@@ -618,6 +621,11 @@ impl Store for SqliteStore {
 
     async fn get_event(&self, id: i64) -> StoreResult<Option<StoredEvent>> {
         self.read(|c| events::get_event(c, id)).await
+    }
+
+    async fn find_event_by_dedup_key(&self, dedup_key: &str) -> StoreResult<Option<StoredEvent>> {
+        self.read(|c| events::event_by_dedup_key(c, dedup_key))
+            .await
     }
 
     async fn record_delivery(&self, id: i64) -> StoreResult<()> {

@@ -1,7 +1,6 @@
 //! Wiring: open the store, build the domain, serve HTTP and the sweep until
 //! a shutdown signal.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -9,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::domain::{DomainConfig, Tracker};
-use crate::http::{router, AppState};
+use crate::http::server::EdgeOptions;
+use crate::http::{router_with, AppState};
 use crate::jobs::sweep::Sweep;
 use crate::storage;
 
@@ -32,19 +32,33 @@ pub async fn serve(
     sweep_every: Option<std::time::Duration>,
     cancel: CancellationToken,
 ) -> anyhow::Result<()> {
+    serve_with(
+        tracker,
+        listener,
+        sweep_every,
+        cancel,
+        &EdgeOptions::default(),
+    )
+    .await
+}
+
+/// `serve` with the edge's limits (timeouts, connection cap, shutdown
+/// deadline, `/metrics` token) from the configuration.
+pub async fn serve_with(
+    tracker: Arc<Tracker>,
+    listener: tokio::net::TcpListener,
+    sweep_every: Option<std::time::Duration>,
+    cancel: CancellationToken,
+    edge: &EdgeOptions,
+) -> anyhow::Result<()> {
     if let Some(every) = sweep_every {
         let sweep = Sweep::new(tracker.clone());
         tokio::spawn(sweep.run(every, cancel.clone()));
     }
-    let app = router(AppState::new(tracker));
-    let shutdown = cancel.clone();
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move { shutdown.cancelled().await })
-    .await
-    .context("serving HTTP")?;
+    let app = router_with(AppState::new(tracker), edge);
+    crate::http::server::run(listener, app, edge, cancel)
+        .await
+        .context("serving HTTP")?;
     Ok(())
 }
 

@@ -30,6 +30,15 @@ pub struct Config {
     pub reconcile_interval: String,
     /// How far back each periodic reconciliation reads.
     pub reconcile_window: String,
+    /// The edge's limits (`http::server`): timeouts, connection cap,
+    /// shutdown deadline, and `/metrics`'s bearer token (unset: open).
+    pub header_timeout: String,
+    pub body_timeout: String,
+    pub idle_timeout: String,
+    pub max_connections: usize,
+    pub shutdown_grace: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,6 +97,7 @@ impl Config {
         self.db_options()?;
         self.reconcile_every()?;
         self.reconcile_window()?;
+        self.edge_options()?;
         if !url::Url::parse(&self.stripe_api_base)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
         {
@@ -195,6 +205,44 @@ impl Config {
     }
 }
 
+impl Config {
+    /// The edge's limits; every duration must be longer than 0.
+    pub fn edge_options(&self) -> Result<crate::http::server::EdgeOptions, ConfigError> {
+        let positive = |field: &'static str, raw: &str| match parse_interval(raw) {
+            Ok(Some(d)) => Ok(d),
+            Ok(None) => Err(ConfigError::Invalid {
+                field,
+                reason: "must be longer than 0".into(),
+            }),
+            Err(reason) => Err(ConfigError::Invalid { field, reason }),
+        };
+        if !(1..=1_000_000).contains(&self.max_connections) {
+            return Err(ConfigError::Invalid {
+                field: "max_connections",
+                reason: "must be between 1 and 1000000".into(),
+            });
+        }
+        let metrics_token = match self.metrics_token.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(t) if t.len() < 16 => {
+                return Err(ConfigError::Invalid {
+                    field: "metrics_token",
+                    reason: "must be at least 16 characters".into(),
+                })
+            }
+            Some(t) => Some(crate::http::metrics::MetricsToken::new(t)),
+        };
+        Ok(crate::http::server::EdgeOptions {
+            header_timeout: positive("header_timeout", &self.header_timeout)?,
+            body_timeout: positive("body_timeout", &self.body_timeout)?,
+            idle_timeout: positive("idle_timeout", &self.idle_timeout)?,
+            max_connections: self.max_connections,
+            shutdown_grace: positive("shutdown_grace", &self.shutdown_grace)?,
+            metrics_token,
+        })
+    }
+}
+
 /// `5m`, `30s`, `1h`; `0` means off.
 pub fn parse_interval(raw: &str) -> Result<Option<Duration>, String> {
     let raw = raw.trim();
@@ -241,6 +289,41 @@ mod tests {
             c.reconcile_window().unwrap(),
             Duration::from_secs(72 * 3600)
         );
+    }
+
+    #[test]
+    fn edge_limits_default_sensibly_and_are_checked() {
+        let load = |file: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c.toml");
+            std::fs::write(&path, file).unwrap();
+            Config::load(path.to_str(), &Overrides::default())
+        };
+        let edge = load("").unwrap().edge_options().unwrap();
+        let defaults = crate::http::server::EdgeOptions::default();
+        assert_eq!(edge.header_timeout, defaults.header_timeout);
+        assert_eq!(edge.body_timeout, defaults.body_timeout);
+        assert_eq!(edge.idle_timeout, defaults.idle_timeout);
+        assert_eq!(edge.max_connections, defaults.max_connections);
+        assert_eq!(edge.shutdown_grace, defaults.shutdown_grace);
+        assert!(
+            edge.metrics_token.is_none(),
+            "/metrics stays open by default"
+        );
+        let edge = load("metrics_token = \"0123456789abcdef\"\nheader_timeout = \"2s\"")
+            .unwrap()
+            .edge_options()
+            .unwrap();
+        assert!(edge.metrics_token.is_some());
+        assert_eq!(edge.header_timeout, Duration::from_secs(2));
+        for bad in [
+            "metrics_token = \"short\"",
+            "header_timeout = \"0\"",
+            "body_timeout = \"soon\"",
+            "max_connections = 0",
+        ] {
+            assert!(load(bad).is_err(), "{bad} is refused");
+        }
     }
 
     #[test]

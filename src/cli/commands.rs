@@ -193,7 +193,8 @@ pub(super) async fn serve(tracker: Arc<Tracker>, config: &Config) -> anyhow::Res
     let cancel = CancellationToken::new();
     app::cancel_on_signal(cancel.clone());
     super::reconcile::spawn_periodic(&tracker, config, &cancel)?;
-    app::serve(tracker, listener, config.sweep_every()?, cancel).await
+    let edge = config.edge_options()?;
+    app::serve_with(tracker, listener, config.sweep_every()?, cancel, &edge).await
 }
 
 /// Makes sure an admin token exists; prints a generated one once.

@@ -8,16 +8,18 @@
 //! (`salestrack_conversions_total`, `salestrack_event_processing_failures_total`),
 //! which is a no-op where no recorder is installed (the CLI).
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use serde_json::json;
+use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::domain::ingest::IngestOutcome;
@@ -113,8 +115,10 @@ fn describe() {
     );
 }
 
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/metrics", get(render))
+pub fn routes(token: Option<MetricsToken>) -> Router<AppState> {
+    Router::new()
+        .route("/metrics", get(render))
+        .route_layer(axum::middleware::from_fn_with_state(token, require_token))
 }
 
 /// `GET /metrics`: computes the gauges that are read from the store, then
@@ -138,24 +142,129 @@ async fn render(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Middleware: one latency sample per request, labelled by the route
-/// pattern (never the raw path, which would make a series per slug).
+/// Middleware: one latency sample per request. Every label comes from a
+/// closed set — the route pattern (never the raw path), a known method, a
+/// known status — so that no request can add series of its own.
 pub async fn track_latency(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
-    let method = request.method().as_str().to_string();
+    let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
     metrics::histogram!(
         REQUEST_DURATION,
         "method" => method,
         "route" => route,
-        "status" => response.status().as_u16().to_string(),
+        "status" => status_label(response.status()),
     )
     .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// The method as a label: the standard ones by name, any other `other`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// The status as a label: the codes salestrack answers with by number,
+/// any other by class (`2xx` … `5xx`).
+fn status_label(status: StatusCode) -> &'static str {
+    const KNOWN: &[(u16, &str)] = &[
+        (200, "200"),
+        (201, "201"),
+        (204, "204"),
+        (301, "301"),
+        (302, "302"),
+        (303, "303"),
+        (304, "304"),
+        (307, "307"),
+        (308, "308"),
+        (400, "400"),
+        (401, "401"),
+        (403, "403"),
+        (404, "404"),
+        (405, "405"),
+        (408, "408"),
+        (409, "409"),
+        (413, "413"),
+        (415, "415"),
+        (422, "422"),
+        (429, "429"),
+        (431, "431"),
+        (500, "500"),
+        (502, "502"),
+        (503, "503"),
+        (504, "504"),
+    ];
+    let code = status.as_u16();
+    match KNOWN.iter().find(|(known, _)| *known == code) {
+        Some((_, label)) => label,
+        None => match code / 100 {
+            1 => "1xx",
+            2 => "2xx",
+            3 => "3xx",
+            4 => "4xx",
+            _ => "5xx",
+        },
+    }
+}
+
+/// The bearer token `/metrics` asks for when configured (`metrics_token`).
+/// Its `Debug` is redacted.
+#[derive(Clone)]
+pub struct MetricsToken(Arc<str>);
+
+impl MetricsToken {
+    pub fn new(token: &str) -> Self {
+        Self(Arc::from(token))
+    }
+
+    /// Compares in constant time (for tokens of the same length).
+    fn matches(&self, given: &[u8]) -> bool {
+        self.0.as_bytes().ct_eq(given).into()
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(…)")
+    }
+}
+
+/// Route middleware of `/metrics`: without a configured token, open;
+/// with one, `Authorization: Bearer <token>` or 401.
+async fn require_token(
+    State(token): State<Option<MetricsToken>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let Some(token) = token else {
+        return next.run(request).await;
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if given.is_some_and(|given| token.matches(given)) {
+        return next.run(request).await;
+    }
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        Json(json!({"error": {"code": "unauthorized", "message": "/metrics needs its bearer token"}})),
+    )
+        .into_response()
 }
 
 /// A click was recorded (`source`: `redirect` or `beacon`).
@@ -215,5 +324,28 @@ mod tests {
         );
         assert_eq!(type_label(Some("<script>alert(1)</script>"), true), "other");
         assert_eq!(type_label(None, true), "none");
+    }
+
+    #[test]
+    fn methods_and_statuses_outside_the_known_sets_share_one_label() {
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let odd = Method::from_bytes(b"BREW").expect("a valid token");
+        assert_eq!(method_label(&odd), "other");
+        assert_eq!(method_label(&Method::TRACE), "other");
+        assert_eq!(status_label(StatusCode::NOT_FOUND), "404");
+        assert_eq!(status_label(StatusCode::IM_A_TEAPOT), "4xx");
+        assert_eq!(
+            status_label(StatusCode::from_u16(599).expect("valid")),
+            "5xx"
+        );
+    }
+
+    #[test]
+    fn the_metrics_token_compares_whole_and_hides_in_debug() {
+        let token = MetricsToken::new("s3cret-token");
+        assert!(token.matches(b"s3cret-token"));
+        assert!(!token.matches(b"s3cret-toke"));
+        assert!(!token.matches(b"s3cret-token2"));
+        assert!(!format!("{token:?}").contains("s3cret"));
     }
 }

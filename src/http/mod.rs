@@ -3,9 +3,11 @@
 
 pub mod admin;
 pub mod api;
+pub mod deadline;
 pub mod health;
 pub mod metrics;
 pub mod public;
+pub mod server;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -36,8 +38,13 @@ impl AppState {
     }
 }
 
-/// The whole router.
+/// The whole router, with the default edge limits.
 pub fn router(state: AppState) -> Router {
+    router_with(state, &server::EdgeOptions::default())
+}
+
+/// The whole router; `options` gives the body deadline and `/metrics`'s token.
+pub fn router_with(state: AppState, options: &server::EdgeOptions) -> Router {
     metrics::handle();
     Router::new()
         .merge(public::routes())
@@ -45,7 +52,11 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(admin::routes())
         .merge(api::routes())
-        .merge(metrics::routes())
+        .merge(metrics::routes(options.metrics_token.clone()))
+        .layer(middleware::from_fn_with_state(
+            options.body_timeout,
+            deadline::limit_body_time,
+        ))
         .layer(middleware::from_fn(metrics::track_latency))
         .layer(middleware::from_fn(limit_header_size))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

@@ -198,3 +198,98 @@ async fn processing_failures_are_counted() {
         "{text}"
     );
 }
+
+/// The series of the latency histogram (one `_count` line per label set).
+fn latency_series(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter(|l| l.starts_with("salestrack_http_request_duration_seconds_count{"))
+        .filter_map(|l| l.rsplit_once(' ').map(|(series, _)| series.to_string()))
+        .collect()
+}
+
+async fn scrape(app: &TestApp) -> String {
+    app.http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// Issue 14: made-up methods and paths must not add series. Other tests of
+/// this binary share the process-wide recorder and may add a few series of
+/// their own meanwhile, hence the small allowance; a label per method or
+/// path would add thousands.
+#[tokio::test]
+async fn odd_methods_and_random_paths_add_no_series() {
+    use futures_util::StreamExt;
+
+    let app = app_with_token().await;
+    for path in ["/healthz", "/nowhere", "/r/none-such"] {
+        let _ = app.http.get(format!("{}{path}", app.base)).send().await;
+    }
+    let _ = app
+        .http
+        .request(
+            Method::from_bytes(b"PROBE").expect("method"),
+            format!("{}/healthz", app.base),
+        )
+        .send()
+        .await;
+    let before = scrape(&app).await;
+    let series_before = latency_series(&before);
+
+    let requests = futures_util::stream::iter(0..3000u32).map(|i| {
+        let app = &app;
+        async move {
+            let method = Method::from_bytes(format!("X{i:05}ODD").as_bytes()).expect("method");
+            let path = match i % 3 {
+                0 => format!("/healthz?{i}"),
+                1 => format!("/no/such/{i}/{}", new_id("p")),
+                _ => format!("/r/{}", new_id("slug")),
+            };
+            let _ = app
+                .http
+                .request(method, format!("{}{path}", app.base))
+                .send()
+                .await;
+        }
+    });
+    requests.buffer_unordered(16).collect::<Vec<()>>().await;
+
+    let after = scrape(&app).await;
+    let series_after = latency_series(&after);
+    let added: Vec<_> = series_after.difference(&series_before).collect();
+    assert!(
+        added.len() <= 20,
+        "{} new series after 3000 odd requests, e.g. {:?}",
+        added.len(),
+        added.iter().take(5).collect::<Vec<_>>()
+    );
+    let known = [
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "other",
+    ];
+    for series in &series_after {
+        let method = series
+            .split("method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default();
+        assert!(
+            known.contains(&method),
+            "method label {method:?} in {series}"
+        );
+        assert!(
+            !series.contains("/no/such"),
+            "a raw path as a label: {series}"
+        );
+    }
+    assert!(
+        after.len() < before.len() + 64 * 1024,
+        "/metrics grew from {} to {} bytes",
+        before.len(),
+        after.len()
+    );
+}

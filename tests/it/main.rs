@@ -7,4 +7,5 @@ mod clicks;
 mod helpers;
 mod stories;
 mod sweep;
+mod text;
 mod webhook;

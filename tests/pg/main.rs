@@ -18,5 +18,7 @@ mod clicks;
 mod stories;
 #[path = "../it/sweep.rs"]
 mod sweep;
+#[path = "../it/text.rs"]
+mod text;
 #[path = "../it/webhook.rs"]
 mod webhook;

@@ -5,6 +5,7 @@ mod attribution;
 mod cli;
 mod clicks;
 mod helpers;
+mod host;
 mod stories;
 mod sweep;
 mod text;

@@ -14,6 +14,8 @@ mod attribution;
 mod cli;
 #[path = "../it/clicks.rs"]
 mod clicks;
+#[path = "../it/host.rs"]
+mod host;
 #[path = "../it/stories.rs"]
 mod stories;
 #[path = "../it/sweep.rs"]

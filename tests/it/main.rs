@@ -3,6 +3,7 @@
 
 mod attribution;
 mod cli;
+mod cli_secrets;
 mod clicks;
 mod helpers;
 mod host;

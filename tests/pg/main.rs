@@ -12,6 +12,8 @@ mod helpers;
 mod attribution;
 #[path = "../it/cli.rs"]
 mod cli;
+#[path = "../it/cli_secrets.rs"]
+mod cli_secrets;
 #[path = "../it/clicks.rs"]
 mod clicks;
 #[path = "../it/host.rs"]

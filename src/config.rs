@@ -71,7 +71,11 @@ impl Config {
             figment = figment.merge(Toml::file_exact(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("SALESTRACK_").ignore(&["config", "admin_token"]))
+            .merge(Env::prefixed("SALESTRACK_").ignore(&[
+                "config",
+                "admin_token",
+                "admin_token_file",
+            ]))
             .merge(Serialized::defaults(overrides))
             .extract()
             .map_err(Box::new)?;

@@ -469,7 +469,19 @@ fn at(rfc3339: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn export_writes_csv_that_parses_back_with_each_currencys_decimals() {
     let app = spawn_app().await;
-    let tricky = shop(&app, "Acme \"Best\", Inc.\nEU").await;
+    // Names typed now cannot hold a line break (domain/text.rs); one stored
+    // before that rule is still quoted correctly.
+    let tricky = shop(&app, "Acme \"Best\", Inc. EU").await;
+    let tricky_name = "Acme \"Best\", Inc.\nEU";
+    let path = app.db_url.strip_prefix("sqlite://").expect("a SQLite file");
+    rusqlite::Connection::open(path)
+        .expect("open")
+        .execute(
+            "UPDATE clients SET name = ?1 WHERE id = ?2",
+            [tricky_name, tricky.id.as_str()],
+        )
+        .expect("rename");
+    app.tracker.store().forget_cached_clients();
     let other = shop(&app, "Other Co").await;
     deliver_all(
         &app,
@@ -538,7 +550,7 @@ async fn export_writes_csv_that_parses_back_with_each_currencys_decimals() {
     );
 
     let usd = by_key("pi_usd_jan");
-    assert_eq!(&usd[col("client_name")], "Acme \"Best\", Inc.\nEU");
+    assert_eq!(&usd[col("client_name")], tricky_name);
     assert_eq!(&usd[col("client_id")], tricky.id.as_str());
     assert_eq!(&usd[col("purchased_at")], "2026-01-10T09:00:00Z");
     assert_eq!(&usd[col("link_slug")], "spring-sale");

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
+use super::secret::{SecretReader, SecretSource};
 use super::{
     AdminCommand, Cli, ClientCommand, Command, ConversionsCommand, EventsCommand, LinkCommand,
 };
@@ -64,8 +65,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let json = cli.json;
     match cli.command {
         Command::Serve(args) => {
+            let configured = SecretReader::default().read(SecretSource {
+                flag: "--admin-token",
+                value: args.admin_token.as_deref(),
+                file: args.admin_token_file.as_deref(),
+            })?;
             let tracker = app::build_tracker(&config).await?;
-            admin_token(&tracker, args.admin_token.as_deref()).await?;
+            admin_token(&tracker, configured.as_deref()).await?;
             serve(tracker, &config).await
         }
         Command::Migrate => {
@@ -279,8 +285,21 @@ async fn client(tracker: Arc<Tracker>, cmd: ClientCommand, json: bool) -> anyhow
             domain,
             stripe_account,
             webhook_secret,
+            webhook_secret_file,
             stripe_api_key,
+            stripe_api_key_file,
         } => {
+            let mut secrets = SecretReader::default();
+            let webhook_secret = secrets.read(SecretSource {
+                flag: "--webhook-secret",
+                value: webhook_secret.as_deref(),
+                file: webhook_secret_file.as_deref(),
+            })?;
+            let stripe_api_key = secrets.read(SecretSource {
+                flag: "--stripe-api-key",
+                value: stripe_api_key.as_deref(),
+                file: stripe_api_key_file.as_deref(),
+            })?;
             let client = tracker
                 .add_client(ClientIn {
                     name,
@@ -298,7 +317,7 @@ async fn client(tracker: Arc<Tracker>, cmd: ClientCommand, json: bool) -> anyhow
             println!("webhook URL to paste into Stripe: {}", out.webhook_url);
             if out.secrets.is_empty() {
                 println!(
-                    "next: salestrack client add-secret {} whsec_… (the endpoint's signing secret)",
+                    "next: salestrack client add-secret {} < whsec.txt (the endpoint's signing secret, on standard input)",
                     out.id
                 );
             }
@@ -333,7 +352,23 @@ async fn client(tracker: Arc<Tracker>, cmd: ClientCommand, json: bool) -> anyhow
             );
             Ok(())
         }
-        ClientCommand::AddSecret { client, secret } => {
+        ClientCommand::AddSecret {
+            client,
+            secret,
+            webhook_secret_file,
+        } => {
+            // Neither given: standard input, as `admin set-password` reads.
+            let value = match (&secret, &webhook_secret_file) {
+                (None, None) => Some("-"),
+                _ => secret.as_deref(),
+            };
+            let secret = SecretReader::default()
+                .read(SecretSource {
+                    flag: "--webhook-secret",
+                    value,
+                    file: webhook_secret_file.as_deref(),
+                })?
+                .context("no webhook secret given")?;
             let client = tracker.add_secret(&client, &secret).await?;
             let out = client_out(&tracker, &client).await?;
             if json {

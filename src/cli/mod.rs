@@ -5,6 +5,9 @@ mod commands;
 mod demo;
 mod export;
 mod reconcile;
+mod secret;
+
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -81,10 +84,15 @@ pub struct ServeArgs {
     /// How often to pull missed events from Stripe (default 0: never).
     #[arg(long, env = "SALESTRACK_RECONCILE_INTERVAL")]
     pub reconcile_interval: Option<String>,
-    /// The admin token (16+ characters) for the dashboard and the JSON API.
-    /// Without it, one is generated on first start and printed once.
+    /// The admin token (16+ characters) for the dashboard and the JSON API;
+    /// `-` reads it from standard input. Without it (or its file), one is
+    /// generated on first start and printed once.
     #[arg(long, env = "SALESTRACK_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// A file holding the admin token (`-`: standard input); takes
+    /// precedence over --admin-token.
+    #[arg(long, value_name = "PATH", env = "SALESTRACK_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -106,15 +114,34 @@ pub enum ClientCommand {
         domain: Option<String>,
         #[arg(long)]
         stripe_account: Option<String>,
-        #[arg(long)]
+        /// The endpoint's signing secret (`whsec_…`); `-` reads it from
+        /// standard input. Prefer --webhook-secret-file: arguments show in `ps`.
+        #[arg(long, conflicts_with = "webhook_secret_file")]
         webhook_secret: Option<String>,
-        #[arg(long)]
+        /// A file holding the signing secret (`-`: standard input).
+        #[arg(long, value_name = "PATH")]
+        webhook_secret_file: Option<PathBuf>,
+        /// A restricted Stripe API key (read access to Events) for
+        /// `reconcile`; `-` reads it from standard input.
+        #[arg(long, conflicts_with = "stripe_api_key_file")]
         stripe_api_key: Option<String>,
+        /// A file holding the Stripe API key (`-`: standard input).
+        #[arg(long, value_name = "PATH")]
+        stripe_api_key_file: Option<PathBuf>,
     },
     /// List clients.
     List,
-    /// Add another active webhook secret (rotation).
-    AddSecret { client: String, secret: String },
+    /// Add another active webhook secret (rotation). The secret comes from
+    /// WHSEC, from --webhook-secret-file, or else from standard input.
+    AddSecret {
+        client: String,
+        /// The signing secret (`whsec_…`), or `-` for standard input.
+        #[arg(conflicts_with = "webhook_secret_file")]
+        secret: Option<String>,
+        /// A file holding the signing secret (`-`: standard input).
+        #[arg(long, value_name = "PATH")]
+        webhook_secret_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

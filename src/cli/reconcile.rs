@@ -39,7 +39,7 @@ pub(super) async fn run(
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else if reports.is_empty() {
         println!(
-            "no client has a Stripe API key: give one with `salestrack client add --stripe-api-key rk_…`"
+            "no client has a Stripe API key: give one with `salestrack client add --stripe-api-key-file rk.txt`"
         );
     } else {
         for r in &reports {

@@ -8,6 +8,7 @@ use super::bot::is_bot;
 use super::client::normalize_domain;
 use super::ids::{new_id, Slug};
 use super::model::*;
+use super::text::strip_controls;
 use super::{DomainError, DomainResult, Tracker};
 
 /// Hosts of Stripe Payment Links: the redirect passes the click id as
@@ -34,9 +35,11 @@ pub struct Redirect {
     pub visitor_id: String,
 }
 
+/// Stranger text as stored: control characters dropped (NUL included, which
+/// PostgreSQL's `text` cannot hold), trimmed, clipped to `MAX_TEXT` bytes.
 fn clip(value: Option<String>) -> Option<String> {
     value
-        .map(|v| v.trim().to_string())
+        .map(|v| strip_controls(&v).trim().to_string())
         .filter(|v| !v.is_empty())
         .map(|v| {
             if v.len() <= MAX_TEXT {
@@ -256,6 +259,15 @@ mod tests {
         assert!(domain_matches("shop.com", "shop.com"));
         assert!(domain_matches("eu.shop.com", "shop.com"));
         assert!(!domain_matches("evilshop.com", "shop.com"));
+    }
+
+    #[test]
+    fn stranger_text_is_stored_without_control_characters() {
+        assert_eq!(
+            clip(Some(" https://ref.example/\0a\u{1}b ".into())).as_deref(),
+            Some("https://ref.example/ab")
+        );
+        assert_eq!(clip(Some("\0\t".into())), None);
     }
 
     #[test]

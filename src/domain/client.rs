@@ -5,6 +5,7 @@ use crate::stripe::signature::{SignatureError, SignatureHeader};
 
 use super::ids::{new_id, Slug};
 use super::model::*;
+use super::text::{admin_text, MAX_NAME, MAX_PROMO_CODE, MAX_TOKEN, MAX_URL};
 use super::{DomainError, DomainResult, Tracker};
 
 /// The result of checking a delivery's signature against candidate clients.
@@ -128,7 +129,11 @@ pub struct LinkIn {
 
 fn check_secret(secret: &str) -> DomainResult<WebhookSecret> {
     let secret = secret.trim();
-    if !secret.starts_with("whsec_") || secret.len() < 10 || secret.contains(char::is_whitespace) {
+    if !secret.starts_with("whsec_")
+        || secret.len() < 10
+        || secret.len() > MAX_TOKEN
+        || secret.contains(|c: char| c.is_whitespace() || c.is_control())
+    {
         return Err(DomainError::invalid(
             "a webhook signing secret starts with whsec_ (copy it from the Stripe dashboard)",
         ));
@@ -138,34 +143,58 @@ fn check_secret(secret: &str) -> DomainResult<WebhookSecret> {
 
 impl Tracker {
     pub async fn add_client(&self, input: ClientIn) -> DomainResult<Client> {
-        let name = input.name.trim().to_string();
-        if name.is_empty() || name.len() > 200 {
-            return Err(DomainError::invalid(
-                "a client needs a name of 1–200 characters",
-            ));
+        let name = admin_text("a client name", &input.name, MAX_NAME)?;
+        if name.is_empty() {
+            return Err(DomainError::invalid(format!(
+                "a client needs a name of 1–{MAX_NAME} characters"
+            )));
         }
+        let domain = input
+            .domain
+            .as_deref()
+            .map(|d| admin_text("a domain", d, MAX_NAME))
+            .transpose()?;
         let secret = input
             .webhook_secret
             .as_deref()
             .map(check_secret)
             .transpose()?;
-        if let Some(acct) = &input.stripe_account {
+        let stripe_account = input
+            .stripe_account
+            .as_deref()
+            .map(|a| admin_text("a Stripe account id", a, MAX_TOKEN))
+            .transpose()?
+            .filter(|a| !a.is_empty());
+        if let Some(acct) = &stripe_account {
             if !acct.starts_with("acct_") {
                 return Err(DomainError::invalid(
                     "a Stripe account id starts with acct_",
                 ));
             }
         }
+        let stripe_api_key = input
+            .stripe_api_key
+            .as_deref()
+            .map(|k| admin_text("a Stripe API key", k, MAX_TOKEN))
+            .transpose()?
+            .filter(|k| !k.is_empty());
+        if stripe_api_key
+            .as_deref()
+            .is_some_and(|k| k.contains(char::is_whitespace))
+        {
+            return Err(DomainError::invalid(
+                "a Stripe API key has no spaces (copy it from the Stripe dashboard)",
+            ));
+        }
         let client = Client {
             id: new_id("cli"),
             name,
-            domain: input
-                .domain
+            domain: domain
                 .as_deref()
                 .map(normalize_domain)
                 .filter(|d| !d.is_empty()),
-            stripe_account: input.stripe_account.filter(|a| !a.is_empty()),
-            stripe_api_key: input.stripe_api_key.filter(|k| !k.is_empty()),
+            stripe_account,
+            stripe_api_key,
             settings: AttributionSettings::default(),
             created_at: now_millis(),
         };
@@ -187,6 +216,14 @@ impl Tracker {
 
     /// A client by id or, failing that, by name.
     pub async fn find_client(&self, id_or_name: &str) -> DomainResult<Client> {
+        if id_or_name.contains('\0') {
+            // No stored id or name holds one (PostgreSQL could not even be
+            // asked): not found on every backend.
+            return Err(DomainError::NotFound {
+                what: "client",
+                id: super::text::strip_controls(id_or_name),
+            });
+        }
         if let Some(c) = self.store.get_client(id_or_name).await? {
             return Ok(c);
         }
@@ -212,28 +249,43 @@ impl Tracker {
         let client = self.find_client(&input.client).await?;
         let slug =
             Slug::parse(input.slug.trim()).map_err(|e| DomainError::invalid(e.to_string()))?;
-        let destination = url::Url::parse(input.destination.trim())
+        let destination = admin_text("a destination URL", &input.destination, MAX_URL)?;
+        let destination = url::Url::parse(&destination)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| DomainError::invalid("the destination must be an http(s) URL"))?;
         let mut promo_codes: Vec<String> = Vec::new();
         for code in input.promo_codes {
-            let code = code.trim().to_string();
-            if code.is_empty() || code.len() > 100 {
-                return Err(DomainError::invalid(
-                    "a promotion code has 1–100 characters",
-                ));
+            let code = admin_text("a promotion code", &code, MAX_PROMO_CODE)?;
+            if code.is_empty() {
+                return Err(DomainError::invalid(format!(
+                    "a promotion code has 1–{MAX_PROMO_CODE} characters"
+                )));
             }
             if !promo_codes.contains(&code) {
                 promo_codes.push(code);
             }
         }
+        let label = input
+            .label
+            .as_deref()
+            .map(|l| admin_text("a link label", l, MAX_NAME))
+            .transpose()?
+            .filter(|l| !l.is_empty());
+        let destination = destination.to_string();
+        if destination.len() > MAX_URL {
+            // Parsing percent-encodes: the stored form must fit too.
+            return Err(DomainError::invalid(format!(
+                "a destination URL is too long once encoded: {} bytes, at most {MAX_URL}",
+                destination.len()
+            )));
+        }
         let link = Link {
             id: new_id("lnk"),
             client_id: client.id.clone(),
             slug: slug.as_str().to_string(),
-            destination: destination.to_string(),
-            label: input.label.filter(|l| !l.trim().is_empty()),
+            destination,
+            label,
             promo_codes,
             created_at: now_millis(),
         };

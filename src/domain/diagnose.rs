@@ -123,7 +123,7 @@ impl Tracker {
             let mut next_steps = Vec::new();
             if secrets == 0 {
                 next_steps.push(format!(
-                    "Add the webhook signing secret of {}: salestrack client add-secret {} whsec_…",
+                    "Add the webhook signing secret of {}: salestrack client add-secret {} < whsec.txt",
                     client.name, client.id
                 ));
             }

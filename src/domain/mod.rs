@@ -17,6 +17,7 @@ pub mod money;
 pub mod reconcile;
 pub mod report;
 pub mod status;
+pub mod text;
 pub mod view;
 
 use tokio::sync::Mutex;

@@ -53,7 +53,7 @@ impl Tracker {
                 let found = self.find_client(wanted).await?;
                 if found.stripe_api_key.is_none() {
                     return Err(DomainError::invalid(format!(
-                        "client {} has no Stripe API key (give one with `client add --stripe-api-key`)",
+                        "client {} has no Stripe API key (give one with `client add --stripe-api-key-file`)",
                         found.name
                     )));
                 }

@@ -50,6 +50,20 @@ fn visitor_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
+/// The visitor cookie, `Secure` when the public URL is https (the browser
+/// then never sends it over plain HTTP).
+fn visitor_set_cookie(visitor_id: &str, public_url: &str) -> String {
+    let secure = if public_url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    {
+        "; Secure"
+    } else {
+        ""
+    };
+    format!("{VISITOR_COOKIE}={visitor_id}; Max-Age={VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax{secure}")
+}
+
 async fn redirect_slug(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -89,10 +103,7 @@ async fn redirect(
     {
         Ok(r) => {
             super::metrics::record_click("redirect", r.click.bot);
-            let cookie = format!(
-                "{VISITOR_COOKIE}={}; Max-Age={VISITOR_MAX_AGE}; Path=/; HttpOnly; SameSite=Lax",
-                r.visitor_id
-            );
+            let cookie = visitor_set_cookie(&r.visitor_id, &state.tracker.config().public_url);
             let mut response = StatusCode::FOUND.into_response();
             let h = response.headers_mut();
             match HeaderValue::from_str(&r.location) {

@@ -43,6 +43,12 @@ async fn receive_for_client(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    // No client id holds a control character: shown as U+FFFD, the URL
+    // names no client on either backend (PostgreSQL could not store a NUL).
+    let client_id = client_id
+        .chars()
+        .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+        .collect();
     receive(state, Endpoint::Client(client_id), headers, body).await
 }
 

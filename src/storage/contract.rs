@@ -189,6 +189,10 @@ pub(crate) async fn settings_init_and_set(s: DynStore) {
     assert_eq!(s.init_setting("k", "b").await.unwrap(), "a");
     s.set_setting("k", "c").await.unwrap();
     assert_eq!(s.get_setting("k").await.unwrap().as_deref(), Some("c"));
+    // The readiness write probe rewrites its own row.
+    s.ping_write().await.unwrap();
+    let probed = s.get_setting(super::READY_PROBE_KEY).await.unwrap();
+    assert!(probed.is_some_and(|v| v.parse::<i64>().is_ok()));
 }
 
 pub(crate) async fn clients_order_and_name_conflict(s: DynStore) {

@@ -36,6 +36,10 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// The settings row `Store::ping_write` rewrites (its value: when, in epoch
+/// milliseconds).
+pub const READY_PROBE_KEY: &str = "ready_probe";
+
 /// A lock held in the store; released when dropped.
 ///
 /// Backends that serve a single process (SQLite) hand out a no-op guard: the
@@ -91,6 +95,12 @@ pub enum UnitEnd {
 pub trait Store: Send + Sync + 'static {
     /// Liveness of the store itself (`/readyz`).
     async fn ping(&self) -> StoreResult<()>;
+
+    /// Whether the store can commit a write now (`/readyz`): writes one
+    /// settings row (`READY_PROBE_KEY`) the way a delivery is written, so a
+    /// full disk, a read-only file or database, or a write lock held by
+    /// someone else fails it (or keeps it waiting: callers bound the wait).
+    async fn ping_write(&self) -> StoreResult<()>;
 
     // ---- cross-instance coordination --------------------------------------
     /// Serialises the processing of these clients' purchases across every

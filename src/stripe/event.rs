@@ -150,14 +150,9 @@ pub fn parse_envelope(body: &[u8]) -> Result<(Envelope, Value), EventError> {
     let Value::Object(fields) = &event else {
         return Err(EventError::NotAnEvent("not a JSON object"));
     };
-    let id = match fields.get("id") {
-        Some(Value::String(id)) if !id.is_empty() => id.clone(),
-        _ => return Err(EventError::NotAnEvent("no string `id`")),
-    };
-    let event_type = match fields.get("type") {
-        Some(Value::String(t)) if !t.is_empty() => t.clone(),
-        _ => return Err(EventError::NotAnEvent("no string `type`")),
-    };
+    let id = non_empty_str(fields.get("id")).ok_or(EventError::NotAnEvent("no string `id`"))?;
+    let event_type =
+        non_empty_str(fields.get("type")).ok_or(EventError::NotAnEvent("no string `type`"))?;
     let envelope = Envelope {
         id,
         event_type,
@@ -248,10 +243,10 @@ impl<'a> Obj<'a> {
     fn id_ref(&self, field: &'static str) -> Result<Option<String>, EventError> {
         match self.map.get(field) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::String(id)) => Ok(Some(id.clone()).filter(|id| !id.is_empty())),
-            Some(Value::Object(expanded)) => match expanded.get("id") {
-                Some(Value::String(id)) if !id.is_empty() => Ok(Some(id.clone())),
-                _ => Err(invalid(self.env, field, "expanded object without an id")),
+            Some(id @ Value::String(_)) => Ok(non_empty_str(Some(id))),
+            Some(Value::Object(expanded)) => match non_empty_str(expanded.get("id")) {
+                Some(id) => Ok(Some(id)),
+                None => Err(invalid(self.env, field, "expanded object without an id")),
             },
             Some(_) => Err(invalid(
                 self.env,
@@ -303,10 +298,24 @@ impl<'a> Obj<'a> {
     }
 }
 
+/// A string field as salestrack keeps it: without control characters (a
+/// NUL cannot be stored in PostgreSQL's `text`; both backends keep the same
+/// value) and not empty.
 fn non_empty_str(v: Option<&Value>) -> Option<String> {
     v.and_then(Value::as_str)
+        .map(clean)
         .filter(|s| !s.is_empty())
-        .map(str::to_owned)
+}
+
+/// `text` without control characters (C0 with NUL, DEL, C1). Stripe's own
+/// values never hold one; metadata and customer details are typed by
+/// buyers and merchants.
+fn clean(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars().filter(|c| !c.is_control()).collect()
+    } else {
+        text.to_owned()
+    }
 }
 
 fn missing(env: &Envelope, field: &'static str) -> EventError {
@@ -346,9 +355,8 @@ impl Hints {
             metadata
                 .get(key)
                 .and_then(Value::as_str)
-                .map(str::trim)
+                .map(|v| clean(v).trim().to_owned())
                 .filter(|v| !v.is_empty())
-                .map(str::to_owned)
         };
         if self.click_id.is_none() {
             self.click_id = value("salestrack_click_id");
@@ -370,6 +378,7 @@ impl Hints {
             _ => return,
         };
         for value in [id, code].into_iter().flatten() {
+            let value = clean(value);
             let value = value.trim();
             if !value.is_empty() && !self.promotion_codes.iter().any(|c| c == value) {
                 self.promotion_codes.push(value.to_owned());
@@ -559,10 +568,7 @@ fn payment_intent(env: &Envelope, event: &Value, obj: Obj<'_>) -> Result<EventFa
         None => obj
             .child("charges")
             .and_then(|c| c.items("data").next())
-            .and_then(|c| c.get("id"))
-            .and_then(Value::as_str)
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned),
+            .and_then(|c| non_empty_str(c.get("id"))),
     };
     let mut hints = Hints::default();
     hints.add_metadata(obj.map.get("metadata"));

@@ -33,23 +33,23 @@ const FIELDS: [&str; 13] = [
 
 /// The binary, a temporary directory (its working directory) and a fresh
 /// database of the suite's backend (a SQLite file in that directory).
-struct Bin {
-    dir: tempfile::TempDir,
-    db: String,
+pub(crate) struct Bin {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) db: String,
     _db: crate::helpers::DbGuard,
 }
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+pub(crate) struct Run {
+    pub(crate) code: Option<i32>,
+    pub(crate) stdout: String,
+    pub(crate) stderr: String,
 }
 
 impl Run {
-    fn ok(&self) -> bool {
+    pub(crate) fn ok(&self) -> bool {
         self.code == Some(0)
     }
-    fn all(&self) -> String {
+    pub(crate) fn all(&self) -> String {
         format!("{}\n{}", self.stdout, self.stderr)
     }
 }
@@ -64,7 +64,7 @@ impl std::fmt::Debug for Run {
     }
 }
 
-fn command(dir: &std::path::Path, log: &str) -> Command {
+pub(crate) fn command(dir: &std::path::Path, log: &str) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_salestrack"));
     cmd.current_dir(dir).env("RUST_LOG", log);
     for (k, _) in std::env::vars() {
@@ -75,7 +75,7 @@ fn command(dir: &std::path::Path, log: &str) -> Command {
     cmd
 }
 
-fn finish(out: Output) -> Run {
+pub(crate) fn finish(out: Output) -> Run {
     Run {
         code: out.status.code(),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -85,7 +85,7 @@ fn finish(out: Output) -> Run {
 
 impl Bin {
     /// `None` when the suite's database is not available (see `spawn_app!`).
-    fn new() -> Option<Self> {
+    pub(crate) fn new() -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir");
         let (guard, db) = crate::helpers::fresh_database_blocking(dir.path(), "x.db")?;
         Some(Self {
@@ -105,12 +105,12 @@ impl Bin {
         finish(out)
     }
 
-    fn run(&self, args: &[&str]) -> Run {
+    pub(crate) fn run(&self, args: &[&str]) -> Run {
         self.run_with_log("warn", args)
     }
 
     /// Runs a command that must succeed with `--json` and parses its output.
-    fn json(&self, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, args: &[&str]) -> Value {
         let mut all = args.to_vec();
         all.push("--json");
         let r = self.run(&all);
@@ -119,7 +119,7 @@ impl Bin {
             .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {r:?}"))
     }
 
-    fn fails(&self, args: &[&str]) -> Run {
+    pub(crate) fn fails(&self, args: &[&str]) -> Run {
         let r = self.run(args);
         assert!(!r.ok(), "{args:?} should fail: {r:?}");
         assert!(
@@ -158,7 +158,7 @@ impl Bin {
         )
     }
 
-    async fn tracker(&self) -> Tracker {
+    pub(crate) async fn tracker(&self) -> Tracker {
         let store = salestrack::storage::connect(&self.db)
             .await
             .expect("open the CLI's database");

@@ -123,6 +123,17 @@ pub async fn start_app(
     db_url: String,
     wrap: impl FnOnce(DynStore) -> DynStore,
 ) -> TestApp {
+    start_app_configured(db, db_url, wrap, |_| {}).await
+}
+
+/// `start_app` with the domain's configuration changed by `configure`
+/// (its `public_url` starts as the app's own address).
+pub async fn start_app_configured(
+    db: DbGuard,
+    db_url: String,
+    wrap: impl FnOnce(DynStore) -> DynStore,
+    configure: impl FnOnce(&mut DomainConfig),
+) -> TestApp {
     let store = storage::connect(&db_url).await.expect("open store");
     let store = wrap(store);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -130,17 +141,12 @@ pub async fn start_app(
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let base = format!("http://{addr}");
-    let tracker = Arc::new(
-        Tracker::new(
-            store,
-            DomainConfig {
-                public_url: base.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("tracker"),
-    );
+    let mut config = DomainConfig {
+        public_url: base.clone(),
+        ..Default::default()
+    };
+    configure(&mut config);
+    let tracker = Arc::new(Tracker::new(store, config).await.expect("tracker"));
     let cancel = CancellationToken::new();
     tokio::spawn(salestrack::app::serve(
         tracker.clone(),

@@ -3,9 +3,12 @@
 
 mod attribution;
 mod cli;
+mod cli_secrets;
 mod clicks;
 mod helpers;
+mod host;
 mod quarantine;
 mod stories;
 mod sweep;
+mod text;
 mod webhook;

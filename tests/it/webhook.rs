@@ -1211,6 +1211,9 @@ impl Store for FaultyStore {
     async fn ping(&self) -> StoreResult<()> {
         self.inner.ping().await
     }
+    async fn ping_write(&self) -> StoreResult<()> {
+        self.inner.ping_write().await
+    }
     async fn get_setting(&self, key: &str) -> StoreResult<Option<String>> {
         self.inner.get_setting(key).await
     }

@@ -12,13 +12,19 @@ mod helpers;
 mod attribution;
 #[path = "../it/cli.rs"]
 mod cli;
+#[path = "../it/cli_secrets.rs"]
+mod cli_secrets;
 #[path = "../it/clicks.rs"]
 mod clicks;
+#[path = "../it/host.rs"]
+mod host;
 #[path = "../it/quarantine.rs"]
 mod quarantine;
 #[path = "../it/stories.rs"]
 mod stories;
 #[path = "../it/sweep.rs"]
 mod sweep;
+#[path = "../it/text.rs"]
+mod text;
 #[path = "../it/webhook.rs"]
 mod webhook;

@@ -149,6 +149,17 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn ping_write(&self) -> StoreResult<()> {
+        // One statement is one transaction: a read-only server (a standby,
+        // `default_transaction_read_only`) or a full disk fails it.
+        catalog::set_setting(
+            &self.pool,
+            super::READY_PROBE_KEY,
+            &now_millis().to_string(),
+        )
+        .await
+    }
+
     async fn lock_purchases(&self, client_ids: &[&str]) -> StoreResult<StoreLock> {
         lock::lock_purchases(&self.pool, &self.locks, client_ids).await
     }

@@ -155,6 +155,59 @@ fn parse_url(url: &str) -> StoreResult<Target> {
     Ok(Target::File(PathBuf::from(path)))
 }
 
+/// Makes `path` readable and writable by its owner only (0600): creates it
+/// so when `create` and it is missing (whatever the umask), tightens it
+/// with a warning when group or others may read or write it. The database
+/// holds webhook secrets and Stripe API keys.
+#[cfg(unix)]
+fn owner_only(path: &Path, create: bool) -> StoreResult<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+
+    let unavailable = |what: &str, e: std::io::Error| {
+        StoreError::Unavailable(format!("{what} {}: {e}", path.display()))
+    };
+    if create {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(_) => tracing::info!(path = %path.display(), "database file created (mode 0600)"),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(unavailable("creating", e)),
+        }
+    }
+    let mode = match std::fs::metadata(path) {
+        Ok(meta) => meta.permissions().mode() & 0o777,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => return Ok(()),
+        Err(e) => return Err(unavailable("reading the permissions of", e)),
+    };
+    if mode & 0o077 != 0 {
+        // Not fatal when it fails (a file of another user shared through
+        // its group): the warning says what to fix.
+        match std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => tracing::warn!(
+                path = %path.display(),
+                was = format!("{mode:o}"),
+                "database file was open to group or others (it holds secrets): now 0600"
+            ),
+            Err(e) => tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                error = %e,
+                "database file is open to group or others (it holds secrets) and could not be restricted: chmod 600 it"
+            ),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn owner_only(_path: &Path, _create: bool) -> StoreResult<()> {
+    Ok(())
+}
+
 /// Opens one connection with the settings every connection shares.
 fn connect(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open(path).map_err(map_err)?;
@@ -192,6 +245,10 @@ impl SqliteStore {
             Target::File(path) => path,
         };
         let opened = tokio::task::spawn_blocking(move || -> StoreResult<_> {
+            // Before SQLite creates it: the file holds webhook secrets and
+            // Stripe API keys. SQLite gives `-wal` and `-shm` the database
+            // file's mode; they are checked again once they exist.
+            owner_only(&path, true)?;
             let write = connect(&path)?;
             // The writer syncs the WAL after its batches; the checkpoint
             // thread, not a commit, copies pages into the database file.
@@ -207,6 +264,11 @@ impl SqliteStore {
                 .map(|_| connect(&path).map(Mutex::new))
                 .collect::<StoreResult<Vec<_>>>()?;
             let checkpointer = connect(&path)?;
+            for suffix in ["-wal", "-shm"] {
+                let mut side = path.clone().into_os_string();
+                side.push(suffix);
+                owner_only(Path::new(&side), false)?;
+            }
             let mut wal = path.into_os_string();
             wal.push("-wal");
             Ok((write, readers, checkpointer, PathBuf::from(wal)))
@@ -368,6 +430,18 @@ impl Store for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         self.read(|c| rows::scalar::<i64>(c, "SELECT 1", []).map(drop))
             .await
+    }
+
+    async fn ping_write(&self) -> StoreResult<()> {
+        // Through the group commit, like a delivery: its transaction, its
+        // commit and the WAL's fsync. Not `durable`: nothing a delivery
+        // depends on changed, the cached clients stay.
+        let now = now_millis().to_string();
+        self.write_op(Op::Exec(Box::new(move |c| {
+            catalog::set_setting(c, super::READY_PROBE_KEY, &now)
+        })))
+        .await
+        .map(drop)
     }
 
     // ---- settings -----------------------------------------------------------

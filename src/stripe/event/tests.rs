@@ -915,3 +915,50 @@ fn every_fixture_parses_without_error() {
         assert!(facts_of(body).is_ok(), "{}", env.id);
     }
 }
+
+// --- Text salestrack keeps -----------------------------------------------
+
+#[test]
+fn control_characters_in_stripe_text_are_dropped_from_the_facts() {
+    let event = json!({
+        "id": "evt_\u{0}nul",
+        "object": "event",
+        "account": "acct_\u{0}1",
+        "api_version": "2026-07-29.dahlia",
+        "created": 1_786_000_000,
+        "livemode": false,
+        "type": "checkout.session.completed",
+        "data": { "object": {
+            "id": "cs_\u{0}1",
+            "object": "checkout.session",
+            "mode": "payment",
+            "payment_status": "paid",
+            "amount_total": 4900,
+            "currency": "usd",
+            "client_reference_id": "clk_\u{0}1",
+            "customer": "cus_\u{0}1",
+            "customer_details": { "email": "jo\u{0}@shop.com" },
+            "payment_intent": { "id": "pi_\u{1}1" },
+            "metadata": { "link_slug": "spring\u{0}" },
+            "discounts": [{ "promotion_code": { "id": "promo_\u{0}1", "code": "SAVE\u{7f}10" } }],
+        }},
+    });
+    let text = event.to_string();
+    assert!(text.contains("\\u0000"), "the body carries NUL escapes");
+    let env = envelope(&text);
+    assert_eq!(env.id, "evt_nul");
+    assert_eq!(env.account.as_deref(), Some("acct_1"));
+    let p = payment(&text);
+    assert_eq!(p.object_id, "cs_1");
+    assert_eq!(p.customer.as_deref(), Some("cus_1"));
+    assert_eq!(p.email.as_deref(), Some("jo@shop.com"));
+    assert_eq!(p.payment_intent.as_deref(), Some("pi_1"));
+    assert_eq!(p.hints.client_reference_id.as_deref(), Some("clk_1"));
+    assert_eq!(p.hints.link_slug.as_deref(), Some("spring"));
+    assert_eq!(p.hints.promotion_codes, vec!["promo_1", "SAVE10"]);
+    let stored = serde_json::to_string(&p).unwrap();
+    assert!(
+        !stored.contains("\\u00"),
+        "facts keep no control character: {stored}"
+    );
+}

@@ -53,6 +53,9 @@ pub struct DomainConfig {
     pub signature_tolerance_s: i64,
     /// How many times the sweep retries a failed event.
     pub max_attempts: i64,
+    /// Reverse proxies whose forwarding headers name the client (read by
+    /// the HTTP edge, `http::client_addr`; empty: the TCP peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for DomainConfig {
@@ -61,6 +64,7 @@ impl Default for DomainConfig {
             public_url: "http://127.0.0.1:8080".into(),
             signature_tolerance_s: crate::stripe::signature::DEFAULT_TOLERANCE_S,
             max_attempts: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }

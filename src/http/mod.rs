@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod client_addr;
 pub mod health;
 pub mod metrics;
 pub mod public;
@@ -15,6 +16,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+
+pub use client_addr::ClientAddr;
 
 use crate::domain::Tracker;
 

@@ -10,6 +10,7 @@ pub mod client;
 pub mod conversion;
 pub mod diagnose;
 pub mod export;
+pub mod flood;
 pub mod ids;
 pub mod ingest;
 pub mod model;
@@ -79,6 +80,8 @@ pub struct Tracker {
     /// Deliveries waiting to be processed together (`ingest.rs`).
     pub(crate) batch: ingest::Batch,
     pub(crate) ip_salt: String,
+    /// Clicks per visitor address; a flood's clicks are flagged (`flood.rs`).
+    pub(crate) click_flood: flood::ClickFlood,
     /// False only in the benchmark's baseline server (`src/bin/bench`):
     /// redirects are answered without storing the click.
     pub(crate) click_writes: bool,
@@ -94,6 +97,7 @@ impl Tracker {
             purchase_lock: Mutex::new(()),
             batch: ingest::Batch::default(),
             ip_salt: salt,
+            click_flood: flood::ClickFlood::default(),
             click_writes: true,
         })
     }

@@ -21,6 +21,7 @@ pub async fn build_tracker(config: &Config) -> anyhow::Result<Arc<Tracker>> {
         public_url: config.public_url.clone(),
         signature_tolerance_s: config.signature_tolerance_s,
         max_attempts: config.max_attempts,
+        trusted_proxies: config.trusted_proxies()?,
     };
     Ok(Arc::new(Tracker::new(store, domain).await?))
 }

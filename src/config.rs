@@ -1,11 +1,12 @@
 //! Configuration: embedded defaults → optional TOML file → `SALESTRACK_*`
 //! environment → command-line flags. Validated at start.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 const DEFAULTS: &str = include_str!("../config.default.toml");
@@ -39,6 +40,32 @@ pub struct Config {
     pub shutdown_grace: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` / `Forwarded` name the
+    /// client: a TOML list, or one comma-separated string (as
+    /// `SALESTRACK_TRUSTED_PROXIES` gives it).
+    pub trusted_proxies: ProxyList,
+}
+
+/// `trusted_proxies` as written: `["10.0.0.0/8", "::1"]` or
+/// `"10.0.0.0/8,::1"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ProxyList {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl ProxyList {
+    fn entries(&self) -> Vec<&str> {
+        let raw: Vec<&str> = match self {
+            Self::List(list) => list.iter().map(String::as_str).collect(),
+            Self::Text(text) => text.split(',').collect(),
+        };
+        raw.into_iter()
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .collect()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +129,7 @@ impl Config {
         self.reconcile_every()?;
         self.reconcile_window()?;
         self.edge_options()?;
+        self.trusted_proxies()?;
         if !url::Url::parse(&self.stripe_api_base)
             .is_ok_and(|u| matches!(u.scheme(), "http" | "https"))
         {
@@ -164,6 +192,32 @@ impl Config {
             }),
         }
     }
+}
+
+impl Config {
+    /// The CIDRs of `trusted_proxies` (empty: every peer is the client).
+    pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
+        self.trusted_proxies
+            .entries()
+            .into_iter()
+            .map(parse_trusted_proxy)
+            .collect::<Result<_, _>>()
+            .map_err(|reason| ConfigError::Invalid {
+                field: "trusted_proxies",
+                reason,
+            })
+    }
+}
+
+/// One `trusted_proxies` entry: a CIDR (`10.0.0.0/8`) or a single address
+/// (`127.0.0.1`, taken as `/32`; `::1` as `/128`).
+pub fn parse_trusted_proxy(entry: &str) -> Result<IpNet, String> {
+    let entry = entry.trim();
+    entry
+        .parse::<IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| entry.parse::<IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("{entry:?} is neither a CIDR (10.0.0.0/8) nor an IP address"))
 }
 
 impl Config {
@@ -343,6 +397,36 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains("database_url"), "{text}");
         assert!(!text.contains("secret"), "password leaked: {text}");
+    }
+
+    #[test]
+    fn trusted_proxies_are_cidrs_or_addresses_from_a_file_or_the_environment() {
+        assert_eq!(
+            parse_trusted_proxy("10.1.2.3/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(parse_trusted_proxy(" ::1 ").unwrap().to_string(), "::1/128");
+        assert!(parse_trusted_proxy("10.0.0.0/33").is_err());
+        assert!(parse_trusted_proxy("proxy.local").is_err());
+        let defaults = Config::load(None, &Overrides::default()).unwrap();
+        assert!(defaults.trusted_proxies().unwrap().is_empty());
+        let mut c = defaults.clone();
+        c.trusted_proxies = ProxyList::Text("127.0.0.1/32, 10.0.0.0/8".into());
+        assert_eq!(c.trusted_proxies().unwrap().len(), 2);
+        c.trusted_proxies = ProxyList::List(vec!["fd00::/8".into(), "nope".into()]);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("trusted_proxies") && err.contains("nope"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "trusted_proxies = [\"192.168.0.0/16\"]").unwrap();
+        let c = Config::load(path.to_str(), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.trusted_proxies().unwrap()[0].to_string(),
+            "192.168.0.0/16"
+        );
     }
 
     #[test]

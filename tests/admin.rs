@@ -271,7 +271,7 @@ async fn a_password_set_for_the_admin_opens_a_session_too() {
 }
 
 #[tokio::test]
-async fn a_wrong_secret_is_refused_and_ten_failures_lock_the_address_out() {
+async fn a_wrong_secret_is_refused_and_ten_failures_limit_the_address_but_not_the_right_token() {
     let app = spawn().await;
     let resp = app.try_login("not-the-token").await;
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
@@ -287,8 +287,8 @@ async fn a_wrong_secret_is_refused_and_ten_failures_lock_the_address_out() {
             StatusCode::UNAUTHORIZED
         );
     }
-    // The eleventh attempt is refused even with the right token.
-    let locked = app.try_login(TOKEN).await;
+    // The eleventh wrong attempt is refused without an answer…
+    let locked = app.try_login("still-wrong").await;
     assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(adminkit::cookie_from(&locked, "st_session").is_none());
     assert!(locked
@@ -296,6 +296,194 @@ async fn a_wrong_secret_is_refused_and_ten_failures_lock_the_address_out() {
         .await
         .unwrap()
         .contains("Too many failed attempts"));
+    // …and so is a wrong bearer token at the API, from the same address…
+    assert_eq!(
+        app.api_status("/api/v1/clients", "still-wrong-token", &[])
+            .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // …but the right token still opens a session, and the API.
+    let resp = app.try_login(TOKEN).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert!(adminkit::cookie_from(&resp, "st_session").is_some());
+    assert_eq!(
+        app.api_status("/api/v1/clients", TOKEN, &[]).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn while_an_address_is_limited_its_password_is_not_checked_but_the_token_is() {
+    let app = spawn().await;
+    let password = "correct horse battery";
+    app.tracker.set_admin_password(password).await.unwrap();
+    for _ in 0..10 {
+        assert_eq!(
+            app.try_login("wrong horse battery").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // No yes/no for a password while limited (README: Security), even the
+    // right one: the page says to use the token.
+    let resp = app.try_login(password).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Sign in with the admin token"));
+    let resp = app.try_login(TOKEN).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    // The token's success clears the address, but the ten wrong passwords
+    // spent the process-wide burst of Argon2 checks: not checked either.
+    let resp = app.try_login(password).await;
+    assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many password attempts on this server"));
+}
+
+fn behind_proxy(config: &mut salestrack::domain::DomainConfig) {
+    config.trusted_proxies =
+        vec![salestrack::config::parse_trusted_proxy("127.0.0.1/32").expect("CIDR")];
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_one_clients_wrong_tokens_do_not_lock_out_another() {
+    let app = spawn_with(behind_proxy).await;
+    let stranger = [("x-forwarded-for", "203.0.113.9")];
+    let admin = [("x-forwarded-for", "198.51.100.7")];
+    for _ in 0..5 {
+        assert_eq!(
+            app.try_login_with("wrong", "/admin", &stranger)
+                .await
+                .status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            app.api_status("/api/v1/clients", "wrong-token", &stranger)
+                .await,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // The stranger's address is limited…
+    assert_eq!(
+        app.api_status("/api/v1/clients", "wrong-token", &stranger)
+            .await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // …the proxy's other clients are not: a typo gets a plain 401…
+    assert_eq!(
+        app.api_status("/api/v1/clients", "typo-token", &admin)
+            .await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.try_login_with("typo", "/admin", &admin).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    // …and the right token gets in; RFC 7239 `Forwarded` is read too.
+    let resp = app.try_login_with(TOKEN, "/admin", &admin).await;
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.api_status(
+            "/api/v1/clients",
+            "typo-token",
+            &[("forwarded", "for=\"[2001:db8::7]:4711\";proto=https")]
+        )
+        .await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn without_trusted_proxies_a_forwarded_for_header_is_ignored() {
+    for configure in [
+        (|_: &mut salestrack::domain::DomainConfig| {}) as fn(&mut _),
+        // A proxy list that does not hold the peer (127.0.0.1) is no trust.
+        |c: &mut salestrack::domain::DomainConfig| {
+            c.trusted_proxies =
+                vec![salestrack::config::parse_trusted_proxy("10.0.0.0/8").expect("CIDR")]
+        },
+    ] {
+        let app = spawn_with(configure).await;
+        for n in 0..10 {
+            let spoofed = format!("203.0.113.{n}");
+            assert_eq!(
+                app.api_status(
+                    "/api/v1/clients",
+                    "wrong-token",
+                    &[("x-forwarded-for", &spoofed)]
+                )
+                .await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+        // Another claimed address does not escape the peer's limit.
+        assert_eq!(
+            app.api_status(
+                "/api/v1/clients",
+                "wrong-token",
+                &[("x-forwarded-for", "198.51.100.7")]
+            )
+            .await,
+            StatusCode::TOO_MANY_REQUESTS
+        );
+        assert_eq!(
+            app.api_status("/api/v1/clients", TOKEN, &[]).await,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn login_next_values_leaving_the_admin_pages_fall_back_to_admin() {
+    let app = spawn().await;
+    let ok = app.try_login_with(TOKEN, "/admin/clients?x=1", &[]).await;
+    assert_eq!(ok.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        ok.headers().get("location").and_then(|v| v.to_str().ok()),
+        Some("/admin/clients?x=1")
+    );
+    for bad in [
+        "/admin/\r\nSet-Cookie: st_session=attacker",
+        "/admin\nLocation: https://evil.example/",
+        "/admin/\\evil.example",
+        "/\\evil.example",
+        "//evil.example/admin",
+        "/admin//evil.example",
+        "https://evil.example/admin",
+        "http://127.0.0.1:1/admin",
+        "javascript:alert(1)",
+        "/admin/../r/somewhere",
+        "/admin/%2e%2e/r/somewhere",
+        "/admin/\t/x",
+    ] {
+        let resp = app.try_login_with(TOKEN, bad, &[]).await;
+        assert_eq!(resp.status(), StatusCode::SEE_OTHER, "{bad:?}");
+        assert_eq!(
+            resp.headers().get("location").and_then(|v| v.to_str().ok()),
+            Some("/admin"),
+            "{bad:?}"
+        );
+        // The login page given it keeps only a safe value in its form.
+        let page = app
+            .http
+            .get(app.url("/admin/login"))
+            .query(&[("next", bad)])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            page.contains("name=\"next\" value=\"/admin\""),
+            "{bad:?}: {page}"
+        );
+    }
 }
 
 #[tokio::test]

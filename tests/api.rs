@@ -226,11 +226,11 @@ async fn wrong_tokens_from_one_address_are_limited_with_the_logins() {
             "unauthorized",
         );
     }
-    // The eleventh call is refused whatever its token, with when to retry.
+    // The eleventh wrong token is refused with when to retry.
     let resp = app
         .http
         .get(format!("{}/api/v1/clients", app.base))
-        .bearer_auth(TOKEN)
+        .bearer_auth("wrong-token-wrong-token")
         .send()
         .await
         .expect("request");
@@ -243,15 +243,42 @@ async fn wrong_tokens_from_one_address_are_limited_with_the_logins() {
     );
     let body: Value = resp.json().await.expect("JSON");
     assert_eq!(body["error"]["code"], json!("rate_limited"));
-    // The login page guesses the same secret: it is refused too.
+    // The login page guesses the same secret: a wrong one is refused too.
+    let page = app
+        .http
+        .get(format!("{}/admin/login", app.base))
+        .send()
+        .await
+        .expect("login page");
+    let cookie = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with("st_login="))
+        .and_then(|v| v.split(';').next())
+        .expect("login cookie")
+        .to_string();
+    let html = page.text().await.expect("login html");
+    let at =
+        html.find("name=\"csrf\" value=\"").expect("csrf field") + "name=\"csrf\" value=\"".len();
+    let csrf = html[at..].split('"').next().expect("csrf").to_string();
     let login = app
         .http
         .post(format!("{}/admin/login", app.base))
-        .form(&[("secret", TOKEN), ("csrf", "x")])
+        .header("cookie", &cookie)
+        .form(&[("secret", "wrong-token-wrong-token"), ("csrf", &csrf)])
         .send()
         .await
         .expect("login");
     assert_eq!(login.status().as_u16(), 429);
+    // The right token is never refused: it clears the address.
+    assert_eq!(get(&app, "/api/v1/clients").await.0, 200);
+    assert_error(
+        &call(&app, Method::GET, "/api/v1/clients", wrong, None).await,
+        401,
+        "unauthorized",
+    );
     // Public routes are not affected.
     let health = app
         .http

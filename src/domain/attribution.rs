@@ -118,7 +118,9 @@ pub async fn attribute(
                         Some(click.id),
                     ));
                 }
-                Some(click) => notes.push(format!("{} is a bot click", click.id)),
+                Some(click) => {
+                    notes.push(format!("{} is a bot click (or one of a flood)", click.id))
+                }
                 None => notes.push(format!("{candidate:?} is not a click of this client")),
             }
         }

@@ -26,6 +26,16 @@ fn sha256_hex(value: &str) -> String {
     hex::encode(Sha256::digest(value.as_bytes()))
 }
 
+/// The answer of `check_admin_password`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordCheck {
+    Correct,
+    /// Wrong, or no password is set.
+    Wrong,
+    /// Not checked: the budget of password checks is spent for now.
+    Busy,
+}
+
 /// What `ensure_admin_token` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenSetup {
@@ -79,37 +89,69 @@ impl Tracker {
             .into())
     }
 
-    /// Sets the admin password (kept as an Argon2 hash).
+    /// Sets the admin password (kept as an Argon2 hash, computed on the
+    /// blocking pool: it takes tens of milliseconds of CPU).
     pub async fn set_admin_password(&self, password: &str) -> DomainResult<()> {
-        let password = password.trim_end_matches(['\r', '\n']);
+        let password = password.trim_end_matches(['\r', '\n']).to_owned();
         if password.chars().count() < 10 {
             return Err(DomainError::invalid(
                 "the password needs at least 10 characters",
             ));
         }
-        let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
-        let hash = Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| DomainError::invalid(format!("could not hash the password: {e}")))?
-            .to_string();
+        let hash = tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut argon2::password_hash::rand_core::OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|h| h.to_string())
+        })
+        .await
+        .map_err(|e| DomainError::invalid(format!("could not hash the password: {e}")))?
+        .map_err(|e| DomainError::invalid(format!("could not hash the password: {e}")))?;
         self.store.set_setting(PASSWORD_HASH, &hash).await?;
         Ok(())
     }
 
-    /// Whether `presented` is the admin token or the admin password.
+    /// Whether `presented` is the admin password. The Argon2 verification
+    /// runs on the blocking pool, and only when `may_verify()` allows it (the
+    /// HTTP edge's global budget of password checks): otherwise `Busy`. No
+    /// password set means `Wrong`, without asking.
+    pub async fn check_admin_password(
+        &self,
+        presented: &str,
+        may_verify: impl FnOnce() -> bool,
+    ) -> DomainResult<PasswordCheck> {
+        let Some(hash) = self.store.get_setting(PASSWORD_HASH).await? else {
+            return Ok(PasswordCheck::Wrong);
+        };
+        if !may_verify() {
+            return Ok(PasswordCheck::Busy);
+        }
+        let presented = presented.to_owned();
+        let verified = tokio::task::spawn_blocking(move || {
+            PasswordHash::new(&hash).is_ok_and(|parsed| {
+                Argon2::default()
+                    .verify_password(presented.as_bytes(), &parsed)
+                    .is_ok()
+            })
+        })
+        .await;
+        Ok(match verified {
+            Ok(true) => PasswordCheck::Correct,
+            Ok(false) => PasswordCheck::Wrong,
+            Err(e) => {
+                tracing::error!(error = %e, "the password check did not finish");
+                PasswordCheck::Wrong
+            }
+        })
+    }
+
+    /// Whether `presented` is the admin token or the admin password (no
+    /// budget: for the CLI and tests; the login page limits the password).
     pub async fn check_admin_login(&self, presented: &str) -> DomainResult<bool> {
         if self.check_admin_token(presented).await? {
             return Ok(true);
         }
-        let Some(hash) = self.store.get_setting(PASSWORD_HASH).await? else {
-            return Ok(false);
-        };
-        let Ok(parsed) = PasswordHash::new(&hash) else {
-            return Ok(false);
-        };
-        Ok(Argon2::default()
-            .verify_password(presented.as_bytes(), &parsed)
-            .is_ok())
+        Ok(self.check_admin_password(presented, || true).await? == PasswordCheck::Correct)
     }
 
     /// Opens a session; returns the cookie value (kept only as a hash).

@@ -1,5 +1,6 @@
 //! Known bots and link-preview fetchers: their clicks are kept, flagged
-//! `bot = true`, and never used for attribution.
+//! `bot = true`, and never used for attribution. (Clicks of a flood from one
+//! address get the same flag: `flood.rs`.)
 
 const BOT_MARKERS: &[&str] = &[
     "bot",

@@ -1,11 +1,14 @@
-//! Clicks (SPEC 2.1): record a visit through a link and build the redirect.
+//! Clicks (SPEC 2.1): record a visit through a link and build the redirect;
+//! a flood from one address is flagged (`flood.rs`).
 
 use std::net::IpAddr;
+use std::time::Instant;
 
 use sha2::{Digest, Sha256};
 
 use super::bot::is_bot;
 use super::client::normalize_domain;
+use super::flood::{AddrKey, Admit};
 use super::ids::{new_id, Slug};
 use super::model::*;
 use super::text::strip_controls;
@@ -92,17 +95,39 @@ pub fn redirect_location(destination: &str, slug: &str, click_id: &str) -> Strin
 }
 
 impl Tracker {
-    fn hash_ip(&self, ip: Option<IpAddr>) -> Option<String> {
-        let ip = ip?;
+    fn hash_ip(&self, ip: IpAddr) -> AddrKey {
         let mut h = Sha256::new();
         h.update(self.ip_salt.as_bytes());
         h.update(b"|");
         h.update(ip.to_string().as_bytes());
-        Some(hex::encode(&h.finalize()[..16]))
+        let mut key = AddrKey::default();
+        key.copy_from_slice(&h.finalize()[..16]);
+        key
+    }
+
+    /// Whether this click is one too many from its address (issue 14 §3):
+    /// it is then flagged like a bot's, kept, and never attributed.
+    fn flooding(&self, ip_hash: Option<AddrKey>) -> bool {
+        let Some(key) = ip_hash else {
+            return false;
+        };
+        match self.click_flood.admit(key, Instant::now()) {
+            Admit::Yes => false,
+            Admit::FloodStarts => {
+                tracing::warn!(
+                    ip_hash = %hex::encode(key),
+                    "click flood: this address's clicks are flagged until it slows down"
+                );
+                true
+            }
+            Admit::No => true,
+        }
     }
 
     fn new_click(&self, link: &Link, visit: Visit, visitor_id: &str) -> Click {
         let user_agent = clip(visit.user_agent);
+        let ip_hash = visit.ip.map(|ip| self.hash_ip(ip));
+        let flood = self.flooding(ip_hash);
         Click {
             id: new_id("clk"),
             link_id: link.id.clone(),
@@ -111,9 +136,9 @@ impl Tracker {
             visitor_id: Some(visitor_id.to_string()),
             referrer: clip(visit.referrer),
             landing_url: clip(visit.landing_url),
-            bot: is_bot(user_agent.as_deref()),
+            bot: flood || is_bot(user_agent.as_deref()),
             user_agent,
-            ip_hash: self.hash_ip(visit.ip),
+            ip_hash: ip_hash.map(hex::encode),
         }
     }
 

@@ -10,6 +10,7 @@ pub mod client;
 pub mod conversion;
 pub mod diagnose;
 pub mod export;
+pub mod flood;
 pub mod ids;
 pub mod ingest;
 pub mod model;
@@ -54,6 +55,9 @@ pub struct DomainConfig {
     pub signature_tolerance_s: i64,
     /// How many times the sweep retries a failed event.
     pub max_attempts: i64,
+    /// Reverse proxies whose forwarding headers name the client (read by
+    /// the HTTP edge, `http::client_addr`; empty: the TCP peer is the client).
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for DomainConfig {
@@ -62,6 +66,7 @@ impl Default for DomainConfig {
             public_url: "http://127.0.0.1:8080".into(),
             signature_tolerance_s: crate::stripe::signature::DEFAULT_TOLERANCE_S,
             max_attempts: 10,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -76,6 +81,8 @@ pub struct Tracker {
     /// Deliveries waiting to be processed together (`ingest.rs`).
     pub(crate) batch: ingest::Batch,
     pub(crate) ip_salt: String,
+    /// Clicks per visitor address; a flood's clicks are flagged (`flood.rs`).
+    pub(crate) click_flood: flood::ClickFlood,
     /// False only in the benchmark's baseline server (`src/bin/bench`):
     /// redirects are answered without storing the click.
     pub(crate) click_writes: bool,
@@ -91,6 +98,7 @@ impl Tracker {
             purchase_lock: Mutex::new(()),
             batch: ingest::Batch::default(),
             ip_salt: salt,
+            click_flood: flood::ClickFlood::default(),
             click_writes: true,
         })
     }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod client_addr;
 pub mod deadline;
 pub mod health;
 pub mod metrics;
@@ -17,6 +18,8 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
+
+pub use client_addr::ClientAddr;
 
 use crate::domain::Tracker;
 

@@ -1,9 +1,9 @@
 //! Public click endpoints (SPEC 2.1): `/r/{slug}`, `/r/{client}/{slug}`,
 //! `POST /api/v1/track/click` and the `/t.js` snippet.
 
-use std::net::SocketAddr;
+use std::net::IpAddr;
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{Path, State};
 use axum::http::header::{self, HeaderMap, HeaderValue};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -12,7 +12,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, ClientAddr};
 use crate::domain::click::Visit;
 use crate::domain::DomainError;
 use crate::error::AppError;
@@ -66,25 +66,25 @@ fn visitor_set_cookie(visitor_id: &str, public_url: &str) -> String {
 
 async fn redirect_slug(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(ip): ClientAddr,
     Path(slug): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    redirect(state, peer, None, slug, headers).await
+    redirect(state, ip, None, slug, headers).await
 }
 
 async fn redirect_client_slug(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(ip): ClientAddr,
     Path((client, slug)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    redirect(state, peer, Some(client), slug, headers).await
+    redirect(state, ip, Some(client), slug, headers).await
 }
 
 async fn redirect(
     state: AppState,
-    peer: SocketAddr,
+    ip: Option<IpAddr>,
     client: Option<String>,
     slug: String,
     headers: HeaderMap,
@@ -94,7 +94,7 @@ async fn redirect(
         referrer: header_text(&headers, header::REFERER),
         landing_url: None,
         user_agent: header_text(&headers, header::USER_AGENT),
-        ip: Some(peer.ip()),
+        ip,
     };
     match state
         .tracker
@@ -158,7 +158,7 @@ fn cors(origin: &str, response: &mut Response) {
 
 async fn track_click(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(ip): ClientAddr,
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
@@ -179,7 +179,7 @@ async fn track_click(
         referrer: input.referrer,
         landing_url: input.landing_url,
         user_agent: header_text(&headers, header::USER_AGENT),
-        ip: Some(peer.ip()),
+        ip,
     };
     match state
         .tracker

@@ -33,6 +33,12 @@ impl Drop for App {
 }
 
 pub async fn spawn() -> App {
+    spawn_with(|_| {}).await
+}
+
+/// `spawn` with the domain's configuration changed by `configure` (e.g.
+/// `trusted_proxies`).
+pub async fn spawn_with(configure: impl FnOnce(&mut DomainConfig)) -> App {
     let dir = tempfile::tempdir().expect("temp dir");
     let db_url = format!("sqlite://{}", dir.path().join("admin.db").display());
     let store = salestrack::storage::connect(&db_url).await.expect("store");
@@ -40,17 +46,12 @@ pub async fn spawn() -> App {
         .await
         .expect("bind");
     let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let tracker = Arc::new(
-        Tracker::new(
-            store,
-            DomainConfig {
-                public_url: base.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .expect("tracker"),
-    );
+    let mut config = DomainConfig {
+        public_url: base.clone(),
+        ..Default::default()
+    };
+    configure(&mut config);
+    let tracker = Arc::new(Tracker::new(store, config).await.expect("tracker"));
     tracker
         .ensure_admin_token(Some(TOKEN))
         .await
@@ -125,18 +126,41 @@ impl App {
 
     /// POSTs the login form with `secret`.
     pub async fn try_login(&self, secret: &str) -> reqwest::Response {
+        self.try_login_with(secret, "/admin", &[]).await
+    }
+
+    /// POSTs the login form with `secret`, `next` and extra request headers.
+    pub async fn try_login_with(
+        &self,
+        secret: &str,
+        next: &str,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
         let (csrf, cookie) = self.login_form().await;
-        self.http
+        let mut req = self
+            .http
             .post(self.url("/admin/login"))
             .header("cookie", cookie)
-            .form(&[
-                ("csrf", csrf.as_str()),
-                ("secret", secret),
-                ("next", "/admin"),
-            ])
-            .send()
-            .await
-            .expect("login")
+            .form(&[("csrf", csrf.as_str()), ("secret", secret), ("next", next)]);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("login")
+    }
+
+    /// `GET path` on the JSON API with `token` as bearer and extra headers;
+    /// the status.
+    pub async fn api_status(
+        &self,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+    ) -> StatusCode {
+        let mut req = self.http.get(self.url(path)).bearer_auth(token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.expect("API call").status()
     }
 
     pub async fn login(&self) -> Session {

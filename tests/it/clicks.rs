@@ -468,6 +468,93 @@ async fn a_bot_click_is_stored_but_never_attributed() {
     assert_eq!(conversions[0].method, None);
 }
 
+#[tokio::test]
+async fn a_click_flood_from_one_address_is_answered_and_stored_but_flagged_and_never_attributed() {
+    use salestrack::domain::flood::CLICK_BURST;
+    let app = spawn_app!();
+    let secret = "whsec_click_flood_test";
+    let shop = app.add_client("Shop", Some(secret)).await;
+    let link = app.add_link(&shop, "s1").await;
+
+    // A bot's clicks use up the address's burst (they count like any)…
+    let started = std::time::Instant::now();
+    for _ in 0..CLICK_BURST as usize {
+        let resp = app
+            .http
+            .get(format!("{}/r/s1", app.base))
+            .header(USER_AGENT, "curl/8.5.0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FOUND);
+    }
+    // …then "human" clicks from the same address keep coming.
+    let human = 15;
+    let mut last_sclid = String::new();
+    for _ in 0..human {
+        let resp = get(&app, "/r/s1").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::FOUND,
+            "a flood is still answered"
+        );
+        last_sclid = param(&location(&resp), "sclid").unwrap();
+    }
+    let elapsed_s = started.elapsed().as_secs() as usize;
+
+    let clicks = clicks_of(&app, &link).await;
+    assert_eq!(
+        clicks.len(),
+        CLICK_BURST as usize + human,
+        "every click is stored"
+    );
+    let humans: Vec<&Click> = clicks
+        .iter()
+        .filter(|c| c.user_agent.as_deref() == Some(BROWSER))
+        .collect();
+    // One click a second refills; everything else over the burst is flagged.
+    let flagged = humans.iter().filter(|c| c.bot).count();
+    assert!(
+        flagged + elapsed_s + 1 >= human,
+        "{flagged} of {human} flood clicks flagged in {elapsed_s} s"
+    );
+    let last = clicks
+        .iter()
+        .find(|c| c.id == last_sclid)
+        .expect("last click");
+    assert!(last.bot, "the flood's last click is flagged");
+
+    // A sale naming a flood click is not attributed through it.
+    let body = event(
+        "evt_flood_1",
+        "payment_intent.succeeded",
+        "2025-03-31.basil",
+        now_s() + 5,
+        json!({
+            "id": "pi_flood_1", "object": "payment_intent", "amount": 4900, "amount_received": 4900,
+            "currency": "usd", "customer": "cus_flood", "receipt_email": "x@example.com",
+            "status": "succeeded", "metadata": {"salestrack_click_id": last_sclid},
+        }),
+    );
+    assert_eq!(
+        app.deliver(&shop, secret, body).await.status(),
+        StatusCode::OK
+    );
+    let conversions = app.conversions().await;
+    assert_eq!(conversions.len(), 1);
+    assert_ne!(
+        conversions[0].click_id.as_deref(),
+        Some(last_sclid.as_str())
+    );
+    assert_ne!(conversions[0].method, Some(Method::ClickId));
+    if flagged == human {
+        assert_eq!(
+            conversions[0].link_slug, None,
+            "no click of the flood counts"
+        );
+    }
+}
+
 // ---- POST /api/v1/track/click ------------------------------------------------
 
 #[tokio::test]

@@ -183,6 +183,7 @@ pub async fn serve_child(args: &[String]) -> anyhow::Result<()> {
             public_url: config.public_url.clone(),
             signature_tolerance_s: config.signature_tolerance_s,
             max_attempts: config.max_attempts,
+            trusted_proxies: config.trusted_proxies()?,
         },
     )
     .await?;

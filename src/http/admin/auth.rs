@@ -1,5 +1,6 @@
 //! `/admin/login` and `/admin/logout`: the admin token or password opens a
-//! session; failures are rate-limited per address.
+//! session; failures are rate-limited per client address, the right token
+//! is let in even then (`LoginLimiter` says why that is safe).
 
 use std::time::Instant;
 
@@ -13,10 +14,11 @@ use subtle::ConstantTimeEq;
 
 use super::page::{render, see_other, PageError};
 use super::session::{
-    cookie, form_body, form_field, session_cookie, set_cookie, AdminSession, CsrfForm, PeerIp,
+    cookie, form_body, form_field, session_cookie, set_cookie, AdminSession, CsrfForm,
     LOGIN_COOKIE, SESSION_COOKIE,
 };
-use crate::http::AppState;
+use crate::domain::auth::PasswordCheck;
+use crate::http::{AppState, ClientAddr};
 
 #[derive(Template)]
 #[template(path = "admin/login.html")]
@@ -31,18 +33,45 @@ pub struct NextIn {
     next: Option<String>,
 }
 
-/// Only paths of the admin pages are followed after a login.
+/// Only paths of the admin pages, on this origin, are followed after a
+/// login; anything else means `/admin`. Refused: control characters (CR/LF
+/// would split the `Location` header; browsers drop tabs and newlines from
+/// URLs, which could turn `/\t/host` into `//host`), backslashes (browsers
+/// read them as slashes), `//` anywhere (a scheme-relative URL to another
+/// host), anything not starting with `/` (a scheme, another origin), `..`
+/// segments (leaving `/admin`), and the login page itself. What is left must resolve on this origin to a path under
+/// `/admin`.
 fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if (n == "/admin" || n.starts_with("/admin/") || n.starts_with("/admin?"))
-                && !n.contains("//")
-                && !n.contains('\\')
-                && !n.starts_with("/admin/login") =>
+    const FALLBACK: &str = "/admin";
+    let Some(n) = next else {
+        return FALLBACK.into();
+    };
+    let plain = !n.is_empty()
+        && n.len() <= 2048
+        && n.starts_with('/')
+        && !n
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '\\')
+        && !n.contains("//")
+        && !n
+            .split(['/', '?', '#'])
+            .any(|seg| seg == ".." || seg == ".");
+    let admin_path = n == "/admin" || n.starts_with("/admin/") || n.starts_with("/admin?");
+    if !plain || !admin_path || n.starts_with("/admin/login") {
+        return FALLBACK.into();
+    }
+    // The same check as a browser would resolve it.
+    let Ok(base) = url::Url::parse("http://salestrack.invalid/admin/login") else {
+        return FALLBACK.into();
+    };
+    match base.join(n) {
+        Ok(u)
+            if u.origin() == base.origin()
+                && (u.path() == "/admin" || u.path().starts_with("/admin/")) =>
         {
             n.to_string()
         }
-        _ => "/admin".into(),
+        _ => FALLBACK.into(),
     }
 }
 
@@ -97,7 +126,7 @@ pub async fn show_login(
 
 pub async fn login(
     State(state): State<AppState>,
-    PeerIp(ip): PeerIp,
+    ClientAddr(ip): ClientAddr,
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
@@ -106,17 +135,6 @@ pub async fn login(
         Err(r) => return r,
     };
     let next = safe_next(form_field(&body, "next").as_deref());
-    let limiter = &state.failed_logins;
-    let now = Instant::now();
-    if limiter.is_blocked(ip, now) {
-        tracing::warn!(?ip, "admin login rate-limited");
-        return login_page(
-            &state,
-            StatusCode::TOO_MANY_REQUESTS,
-            next,
-            Some("Too many failed attempts from your address. Wait five minutes and try again."),
-        );
-    }
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     let submitted = form_field(&body, "csrf").unwrap_or_default();
     let csrf_ok: bool =
@@ -128,19 +146,55 @@ pub async fn login(
         .into_response();
     }
     let secret = form_field(&body, "secret").unwrap_or_default();
-    let ok = match state.tracker.check_admin_login(&secret).await {
+    // The token first: it is cheap and always works (see `LoginLimiter`).
+    let limiter = &state.failed_logins;
+    let now = Instant::now();
+    let limited = limiter.is_blocked(ip, now);
+    let token_ok = match state.tracker.check_admin_token(&secret).await {
         Ok(ok) => ok,
         Err(e) => return PageError::from(e).into_response(),
     };
-    if !ok {
-        limiter.record_failure(ip, now);
-        tracing::warn!(?ip, "admin login failed");
-        return login_page(
-            &state,
-            StatusCode::UNAUTHORIZED,
-            next,
-            Some("That is not the admin token or password."),
-        );
+    if !token_ok {
+        if limited {
+            limiter.record_failure(ip, now);
+            tracing::warn!(?ip, "admin login rate-limited");
+            return login_page(
+                &state,
+                StatusCode::TOO_MANY_REQUESTS,
+                next,
+                Some("Too many failed attempts from your address. Sign in with the admin token, or wait five minutes to use the password."),
+            );
+        }
+        let check = state
+            .tracker
+            .check_admin_password(&secret, || limiter.take_password_check(now))
+            .await;
+        match check {
+            Ok(PasswordCheck::Correct) => {}
+            Ok(PasswordCheck::Wrong) => {
+                limiter.record_failure(ip, now);
+                tracing::warn!(?ip, "admin login failed");
+                return login_page(
+                    &state,
+                    StatusCode::UNAUTHORIZED,
+                    next,
+                    Some("That is not the admin token or password."),
+                );
+            }
+            Ok(PasswordCheck::Busy) => {
+                tracing::warn!(
+                    ?ip,
+                    "admin password not checked: too many password attempts"
+                );
+                return login_page(
+                    &state,
+                    StatusCode::TOO_MANY_REQUESTS,
+                    next,
+                    Some("Too many password attempts on this server just now. Sign in with the admin token, or try the password again in a minute."),
+                );
+            }
+            Err(e) => return PageError::from(e).into_response(),
+        }
     }
     limiter.clear(ip);
     let (value, _) = match state.tracker.open_session().await {
@@ -176,13 +230,30 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_admin_paths_are_followed_after_login() {
+    fn only_admin_paths_on_this_origin_are_followed_after_login() {
         assert_eq!(safe_next(Some("/admin/clients?x=1")), "/admin/clients?x=1");
         assert_eq!(safe_next(Some("/admin")), "/admin");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/admin");
-        assert_eq!(safe_next(Some("//evil.example/admin")), "/admin");
-        assert_eq!(safe_next(Some("/admin//evil.example")), "/admin");
-        assert_eq!(safe_next(Some("/administrator")), "/admin");
+        assert_eq!(safe_next(Some("/admin?done=saved")), "/admin?done=saved");
+        for bad in [
+            "https://evil.example/",
+            "http://127.0.0.1/admin",
+            "//evil.example/admin",
+            "/admin//evil.example",
+            "/\\evil.example",
+            "/admin\\..\\..\\x",
+            "/admin/\r\nSet-Cookie: x=1",
+            "/admin/\nx",
+            "/admin/\t/x",
+            "/admin/../r/slug",
+            "/admin/./x",
+            "/admin/login?next=//evil.example",
+            "/administrator",
+            "javascript:alert(1)",
+            "/admin/%2e%2e/r/slug",
+            "",
+        ] {
+            assert_eq!(safe_next(Some(bad)), "/admin", "{bad:?}");
+        }
         assert_eq!(safe_next(None), "/admin");
     }
 }

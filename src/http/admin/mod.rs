@@ -23,9 +23,7 @@ use axum::Router;
 
 use super::AppState;
 
-pub use session::{
-    AdminSession, CsrfForm, LoginLimiter, PeerIp, SESSION_COOKIE, WINDOW as FAILURE_WINDOW,
-};
+pub use session::{AdminSession, CsrfForm, LoginLimiter, SESSION_COOKIE, WINDOW as FAILURE_WINDOW};
 
 const CSS: &str = include_str!("../../../assets/admin.css");
 

@@ -2,12 +2,12 @@
 //! the login page), the `CsrfForm` extractor every POST goes through, the
 //! login rate limiter and the cookies.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
@@ -140,35 +140,56 @@ impl<T: DeserializeOwned> FromRequest<AppState> for CsrfForm<T> {
     }
 }
 
-/// The peer's IP address, when the server was started with connect info.
-pub struct PeerIp(pub Option<IpAddr>);
-
-impl<S: Send + Sync> FromRequestParts<S> for PeerIp {
-    type Rejection = std::convert::Infallible;
-
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip()),
-        ))
-    }
-}
-
-/// Failed logins and wrong API tokens per IP address, in memory: after
-/// `MAX_FAILURES` within `WINDOW`, further attempts from that address (at
-/// the login page and at the JSON API) get 429 until the oldest failure
-/// ages out. A success clears the address.
-#[derive(Debug, Default)]
+/// Failed logins and wrong API tokens per client address, in memory, and
+/// the process-wide budget of password checks.
+///
+/// What it limits is the cost and the number of *wrong* guesses, never a
+/// right one. After `MAX_FAILURES` within `WINDOW` an address is limited
+/// until its oldest failure ages out; while limited, only the admin token is
+/// looked at (a SHA-256 and a constant-time compare: cheap), a right one is
+/// let in and a wrong one gets 429 and counts again. The token is 192
+/// random bits (or at least 16 chosen characters), so the yes/no a limited
+/// guesser still gets is no use to them. The password, which a human chose,
+/// is not checked at all from a limited address, and anywhere at most
+/// `PASSWORD_CHECKS_PER_MINUTE` times a minute (Argon2 costs tens of
+/// milliseconds of CPU on the blocking pool): that bounds guessing from many
+/// addresses too. An admin who shares a limited address with a guesser, or
+/// arrives while the budget is spent, signs in with the token.
+#[derive(Debug)]
 pub struct LoginLimiter {
-    failures: Mutex<HashMap<Option<IpAddr>, Vec<Instant>>>,
+    failures: Mutex<HashMap<Option<IpAddr>, VecDeque<Instant>>>,
+    password_checks: Mutex<Bucket>,
 }
 
 pub const MAX_FAILURES: usize = 10;
 pub const WINDOW: Duration = Duration::from_secs(5 * 60);
-/// Beyond this many tracked addresses, stale ones are dropped.
+/// Argon2 verifications allowed per minute, all addresses together…
+pub const PASSWORD_CHECKS_PER_MINUTE: u32 = 30;
+/// …of which this many may come at once.
+const PASSWORD_BURST: f64 = 10.0;
+/// The most addresses tracked: beyond it the stale ones are dropped, then
+/// the unlimited ones, then any (memory stays bounded whatever the number
+/// of addresses; each keeps at most `MAX_FAILURES` instants).
 const MAX_TRACKED: usize = 10_000;
+
+/// A token bucket.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Option<Instant>,
+}
+
+impl Default for LoginLimiter {
+    fn default() -> Self {
+        Self {
+            failures: Mutex::default(),
+            password_checks: Mutex::new(Bucket {
+                tokens: PASSWORD_BURST,
+                at: None,
+            }),
+        }
+    }
+}
 
 impl LoginLimiter {
     pub fn is_blocked(&self, ip: Option<IpAddr>, now: Instant) -> bool {
@@ -184,17 +205,72 @@ impl LoginLimiter {
 
     pub fn record_failure(&self, ip: Option<IpAddr>, now: Instant) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if map.len() >= MAX_TRACKED {
-            map.retain(|_, times| times.iter().any(|t| now.duration_since(*t) < WINDOW));
+        if map.len() >= MAX_TRACKED && !map.contains_key(&ip) {
+            make_room(&mut map, now);
         }
         let times = map.entry(ip).or_default();
         times.retain(|t| now.duration_since(*t) < WINDOW);
-        times.push(now);
+        if times.len() >= MAX_FAILURES {
+            times.pop_front();
+        }
+        times.push_back(now);
     }
 
     pub fn clear(&self, ip: Option<IpAddr>) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         map.remove(&ip);
+    }
+
+    /// Takes one password check from the process-wide budget; `false` when
+    /// it is spent (the password is then not checked).
+    pub fn take_password_check(&self, now: Instant) -> bool {
+        let mut bucket = self
+            .password_checks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let per_second = f64::from(PASSWORD_CHECKS_PER_MINUTE) / 60.0;
+        if let Some(at) = bucket.at {
+            let refill = now.saturating_duration_since(at).as_secs_f64() * per_second;
+            bucket.tokens = (bucket.tokens + refill).min(PASSWORD_BURST);
+        }
+        bucket.at = Some(now);
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.failures
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+}
+
+/// Drops stale addresses; if that is not enough, those not limited; if
+/// still not, any, down to half the room (so that this runs rarely).
+fn make_room(map: &mut HashMap<Option<IpAddr>, VecDeque<Instant>>, now: Instant) {
+    let target = MAX_TRACKED * 3 / 4;
+    map.retain(|_, times| {
+        times.retain(|t| now.duration_since(*t) < WINDOW);
+        !times.is_empty()
+    });
+    if map.len() > target {
+        map.retain(|_, times| times.len() >= MAX_FAILURES);
+    }
+    if map.len() > target {
+        let excess: Vec<_> = map
+            .keys()
+            .take(map.len() - MAX_TRACKED / 2)
+            .copied()
+            .collect();
+        for key in excess {
+            map.remove(&key);
+        }
     }
 }
 
@@ -228,6 +304,43 @@ mod tests {
         }
         limiter.clear(a);
         assert!(!limiter.is_blocked(a, t0));
+    }
+
+    #[test]
+    fn failures_are_kept_per_address_up_to_the_limit_and_addresses_up_to_a_bound() {
+        let limiter = LoginLimiter::default();
+        let a = Some("10.0.0.1".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..5 * MAX_FAILURES {
+            limiter.record_failure(a, t0);
+        }
+        assert!(limiter.is_blocked(a, t0));
+        // Failures while limited count: the address stays limited.
+        let later = t0 + WINDOW - Duration::from_secs(1);
+        limiter.record_failure(a, later);
+        assert!(limiter.is_blocked(a, later));
+        assert!(!limiter.is_blocked(a, t0 + WINDOW + WINDOW));
+        for n in 0..3 * MAX_TRACKED as u32 {
+            let ip = Some(IpAddr::from(std::net::Ipv4Addr::from(n)));
+            limiter.record_failure(ip, t0);
+            assert!(limiter.tracked() <= MAX_TRACKED);
+        }
+    }
+
+    #[test]
+    fn password_checks_have_a_global_budget_that_refills() {
+        let limiter = LoginLimiter::default();
+        let t0 = Instant::now();
+        let burst = (0..100).filter(|_| limiter.take_password_check(t0)).count();
+        assert_eq!(burst as f64, PASSWORD_BURST);
+        let minute = t0 + Duration::from_secs(60);
+        let refilled = (0..100)
+            .filter(|_| limiter.take_password_check(minute))
+            .count();
+        assert_eq!(refilled, PASSWORD_BURST as usize, "capped at the burst");
+        let two_s = minute + Duration::from_secs(2);
+        assert!(limiter.take_password_check(two_s));
+        assert!(!limiter.take_password_check(two_s));
     }
 
     #[test]

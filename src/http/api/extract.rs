@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
 use crate::error::AppError;
-use crate::http::admin::{PeerIp, FAILURE_WINDOW};
-use crate::http::AppState;
+use crate::http::admin::FAILURE_WINDOW;
+use crate::http::{AppState, ClientAddr};
 
 /// A request that carries `Authorization: Bearer <admin token>`.
 #[derive(Debug, Clone, Copy)]
@@ -44,34 +44,37 @@ impl FromRequestParts<AppState> for AdminBearer {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let Ok(PeerIp(ip)) = PeerIp::from_request_parts(parts, state).await;
+        let Ok(ClientAddr(ip)) = ClientAddr::from_request_parts(parts, state).await;
         let Some(token) = bearer_token(parts) else {
             return Err(unauthorized(
                 "send the admin token as `Authorization: Bearer <token>`",
             ));
         };
-        // Wrong tokens count with failed logins: after ten from one address
-        // in five minutes, that address is refused before its token is
-        // even looked at, so guessing gets no answer either way.
+        // Wrong tokens count with failed logins. While the address is
+        // limited the token is still checked (cheap, constant time, and a
+        // random token gives a guesser nothing to go on): the right one is
+        // let in, a wrong one gets 429 and counts again.
         let now = Instant::now();
-        if state.failed_logins.is_blocked(ip, now) {
-            tracing::warn!(?ip, "JSON API call rate-limited after wrong admin tokens");
-            let mut response = AppError::client(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many wrong admin tokens from this address; wait five minutes",
-            )
-            .into_response();
-            response.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(FAILURE_WINDOW.as_secs()),
-            );
-            return Err(response);
-        }
+        let limited = state.failed_logins.is_blocked(ip, now);
         match state.tracker.check_admin_token(token).await {
             Ok(true) => {
                 state.failed_logins.clear(ip);
                 Ok(AdminBearer)
+            }
+            Ok(false) if limited => {
+                state.failed_logins.record_failure(ip, now);
+                tracing::warn!(?ip, "JSON API call rate-limited after wrong admin tokens");
+                let mut response = AppError::client(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many wrong admin tokens from this address; wait five minutes",
+                )
+                .into_response();
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(FAILURE_WINDOW.as_secs()),
+                );
+                Err(response)
             }
             Ok(false) => {
                 state.failed_logins.record_failure(ip, now);

@@ -532,6 +532,71 @@ async fn statuses_show_their_icon_and_reason_in_words() {
     assert!(page.contains("✅ Working"), "{page}");
 }
 
+/// Issue 14 §2: anybody may POST to a webhook URL. A stranger's delivery to
+/// a client whose verified events keep arriving is a warning, not ❌, and the
+/// checklist keeps its secret ✔; a client whose deliveries all fail is ❌
+/// and its secret step is not done.
+#[tokio::test]
+async fn a_strangers_delivery_cannot_turn_a_working_client_to_not_working() {
+    let app = spawn().await;
+    let fine = app.add_client("Fine", Some(SECRET)).await;
+    app.add_link(&fine, "ok", None).await;
+    app.sell(
+        &fine,
+        SECRET,
+        "cus_1",
+        "x@example.com",
+        100,
+        json!({"link_slug": "ok"}),
+    )
+    .await;
+    let session = app.login().await;
+    let before = app.get(Some(&session), "/admin/clients").await.body;
+    assert!(before.contains("✅ Working"), "{before}");
+    let done_before = before.matches("class=\"done\"").count();
+
+    let junk = app
+        .http
+        .post(app.url(&format!("/webhooks/stripe/{}", fine.id)))
+        .header("content-type", "application/json")
+        .body(r#"{"id":"evt_stranger","object":"event","type":"charge.refunded","created":1,"livemode":false,"data":{"object":{}}}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(junk.status(), 400);
+    let after = app.get(Some(&session), "/admin/clients").await.body;
+    assert!(!after.contains("❌ Not Working"), "{after}");
+    assert!(after.contains("⚠️ Issues"), "{after}");
+    assert!(
+        after.contains("1 rejected delivery (forged, or signed with an old secret)"),
+        "{after}"
+    );
+    assert_eq!(
+        after.matches("class=\"done\"").count(),
+        done_before,
+        "the secret step stays done"
+    );
+
+    // A client whose every delivery fails verification (a wrong secret).
+    let broken = app
+        .add_client("Broken", Some("whsec_the_one_salestrack_has_0001"))
+        .await;
+    app.deliver_expecting(
+        &broken,
+        "whsec_the_one_stripe_signs_with_02",
+        "charge.refunded",
+        json!({}),
+        StatusCode::BAD_REQUEST,
+    )
+    .await;
+    let page = app
+        .get(Some(&session), &format!("/admin/clients/{}", broken.id))
+        .await
+        .body;
+    assert!(page.contains("❌ Not Working"), "{page}");
+    assert!(page.contains("none verified since"), "{page}");
+}
+
 #[tokio::test]
 async fn the_clients_page_shows_activity_the_webhook_url_and_the_checklist() {
     let s = story().await;

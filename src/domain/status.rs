@@ -53,10 +53,27 @@ fn day_of(ms: Millis) -> String {
     rfc3339(ms).chars().take(10).collect()
 }
 
+/// Verified deliveries from the client still arrive: one came after the
+/// first that failed verification, or within the last day. Then failures
+/// are a stranger's (anybody may POST to a webhook URL) or an old secret's,
+/// not a broken endpoint, and one anonymous request cannot turn the status
+/// to ❌.
+pub fn verified_deliveries_keep_arriving(a: &ClientActivity, now: Millis) -> bool {
+    a.last_verified_event_at
+        .is_some_and(|v| now - v <= DAY_MS || a.first_unverified_at.is_some_and(|u| v > u))
+}
+
+/// Whether the client's secret is shown to work: it has one, and deliveries
+/// that fail verification are not all that arrives.
+pub fn secret_works(a: &ClientActivity, now: Millis) -> bool {
+    a.secrets > 0 && (a.unverified_events == 0 || verified_deliveries_keep_arriving(a, now))
+}
+
 /// The rules, in order of severity:
 /// - ❌ no webhook secret configured; no event ever received; or every event
-///   since the first failed signature has failed too (the secret is wrong).
-/// - ⚠️ orphans; some events failed signature verification; events failed
+///   since the first failed signature has failed too and none verified in
+///   the last day (the secret is wrong).
+/// - ⚠️ orphans; rejected deliveries while verified ones keep arriving; events failed
 ///   processing; no event for 7 days.
 /// - ✅ otherwise.
 pub fn assess(a: &ClientActivity, now: Millis) -> TrackingStatus {
@@ -79,18 +96,22 @@ pub fn assess(a: &ClientActivity, now: Millis) -> TrackingStatus {
     }
     if a.unverified_events > 0 {
         let since = a.first_unverified_at.map(day_of).unwrap_or_default();
-        let text = format!(
-            "{} failed signature verification since {since}",
-            plural(a.unverified_events, "event", "events")
-        );
-        let verified_since = match (a.last_verified_event_at, a.first_unverified_at) {
-            (Some(v), Some(u)) => v > u,
-            _ => false,
-        };
-        if verified_since || a.secrets == 0 {
-            issues.push(text);
+        if a.secrets == 0 || verified_deliveries_keep_arriving(a, now) {
+            // A stranger's junk, or a retry signed with a rotated secret:
+            // worth a look, but sales are tracked.
+            issues.push(format!(
+                "{} (forged, or signed with an old secret) since {since}",
+                plural(
+                    a.unverified_events,
+                    "rejected delivery",
+                    "rejected deliveries"
+                )
+            ));
         } else {
-            not_working.push(text);
+            not_working.push(format!(
+                "{} failed signature verification since {since}, and none verified since",
+                plural(a.unverified_events, "event", "events")
+            ));
         }
     }
     if a.orphans > 0 {
@@ -230,6 +251,16 @@ mod tests {
         );
         assert_eq!(s.level, StatusLevel::NotWorking);
         assert!(s.reasons[0].starts_with("3 events failed signature verification since "));
+        assert!(s.reasons[0].ends_with(", and none verified since"));
+        assert!(!secret_works(
+            &ClientActivity {
+                unverified_events: 3,
+                first_unverified_at: Some(NOW - 2 * DAY_MS),
+                last_verified_event_at: Some(NOW - 5 * DAY_MS),
+                ..healthy()
+            },
+            NOW
+        ));
     }
 
     #[test]
@@ -243,7 +274,23 @@ mod tests {
             NOW,
         );
         assert_eq!(s.level, StatusLevel::Issues);
-        assert!(s.reasons[0].starts_with("1 event failed signature verification since "));
+        assert!(s.reasons[0]
+            .starts_with("1 rejected delivery (forged, or signed with an old secret) since "));
+    }
+
+    /// One anonymous POST, just now, to a client whose verified events keep
+    /// arriving (the last an hour ago) must not turn it to ❌.
+    #[test]
+    fn a_strangers_delivery_after_the_last_verified_one_is_only_an_issue() {
+        let a = ClientActivity {
+            unverified_events: 1,
+            first_unverified_at: Some(NOW - 60_000),
+            last_verified_event_at: Some(NOW - 3_600_000),
+            ..healthy()
+        };
+        let s = assess(&a, NOW);
+        assert_eq!(s.level, StatusLevel::Issues, "{s:?}");
+        assert!(secret_works(&a, NOW));
     }
 
     #[test]

@@ -193,7 +193,7 @@ async fn reopen_keeps_data_and_migrate_is_idempotent() {
     assert_eq!(pragma(&s, "page_size").await, "2048", "a new database");
     assert_eq!(
         pragma(&s, "user_version").await,
-        "5",
+        "6",
         "every migration recorded"
     );
     let email_indexes: Vec<String> = s

@@ -22,6 +22,7 @@ pub async fn build_tracker(config: &Config) -> anyhow::Result<Arc<Tracker>> {
         signature_tolerance_s: config.signature_tolerance_s,
         max_attempts: config.max_attempts,
         trusted_proxies: config.trusted_proxies()?,
+        unverified_budget: config.unverified_budget(),
     };
     Ok(Arc::new(Tracker::new(store, domain).await?))
 }

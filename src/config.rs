@@ -18,6 +18,12 @@ pub struct Config {
     pub public_url: String,
     pub sweep_interval: String,
     pub signature_tolerance_s: i64,
+    /// Unverified webhook bodies each URL may store whole (README
+    /// "Forged and unverified deliveries"): bytes per minute, at once, and
+    /// what is kept of one past it.
+    pub unverified_bytes_per_minute: u64,
+    pub unverified_burst_bytes: u64,
+    pub unverified_kept_bytes: usize,
     pub max_attempts: i64,
     /// PostgreSQL: most connections per instance (at least 3).
     pub db_pool_size: u32,
@@ -195,6 +201,15 @@ impl Config {
 }
 
 impl Config {
+    /// The budget of unverified bodies stored whole.
+    pub fn unverified_budget(&self) -> crate::domain::unverified_budget::BudgetConfig {
+        crate::domain::unverified_budget::BudgetConfig {
+            bytes_per_minute: self.unverified_bytes_per_minute,
+            burst_bytes: self.unverified_burst_bytes,
+            kept_bytes: self.unverified_kept_bytes,
+        }
+    }
+
     /// The CIDRs of `trusted_proxies` (empty: every peer is the client).
     pub fn trusted_proxies(&self) -> Result<Vec<IpNet>, ConfigError> {
         self.trusted_proxies

@@ -164,6 +164,24 @@ impl Tracker {
             (Ok(_), true) => Processing::Pending,
         };
         let scope = endpoint_client.as_deref().or(verified_by.as_deref());
+        let mut headers = delivery.headers;
+        let mut body = delivery.body;
+        if verified_by.is_none() {
+            let budget_scope = endpoint_client
+                .as_deref()
+                .filter(|_| known_endpoint)
+                .unwrap_or("");
+            if !self
+                .unverified_budget
+                .admit(budget_scope, body.len(), std::time::Instant::now())
+            {
+                let (kept, note) = self.unverified_budget.truncate(&body);
+                tracing::warn!(endpoint = %delivery.endpoint.path(), %note, "unverified body over its URL's budget: kept truncated");
+                metrics::counter!("salestrack_unverified_bodies_truncated_total").increment(1);
+                headers.push((TRUNCATED_HEADER.to_string(), note));
+                body = kept;
+            }
+        }
         let new_event = NewEvent {
             dedup_key: envelope.map(|e| dedup_key(scope, e)),
             stripe_event_id: envelope.map(|e| e.id.clone()),
@@ -175,8 +193,8 @@ impl Tracker {
             endpoint_client_id: endpoint_client.clone(),
             source: EventSource::Push,
             received_at: delivery.received_at,
-            headers: headers_json(&delivery.headers),
-            body: delivery.body,
+            headers: headers_json(&headers),
+            body,
             verification,
             verification_reason: reason,
             client_id: verified_by.clone(),
@@ -1257,6 +1275,9 @@ struct Queued {
     after: AfterInsert,
     done: oneshot::Sender<StoreResult<Landed>>,
 }
+
+/// Kept with an unverified body stored truncated: its length and SHA-256.
+pub const TRUNCATED_HEADER: &str = "x-salestrack-truncated";
 
 /// Bytes of HMAC input (body size × secrets tried) past which a delivery's
 /// signature is checked on the blocking pool: a Stripe event is a few KiB

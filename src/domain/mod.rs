@@ -19,6 +19,7 @@ pub mod reconcile;
 pub mod report;
 pub mod status;
 pub mod text;
+pub mod unverified_budget;
 pub mod view;
 
 use tokio::sync::Mutex;
@@ -58,6 +59,9 @@ pub struct DomainConfig {
     /// Reverse proxies whose forwarding headers name the client (read by
     /// the HTTP edge, `http::client_addr`; empty: the TCP peer is the client).
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// How much of strangers' unverified bodies is stored whole
+    /// (`unverified_budget.rs`).
+    pub unverified_budget: unverified_budget::BudgetConfig,
 }
 
 impl Default for DomainConfig {
@@ -67,6 +71,7 @@ impl Default for DomainConfig {
             signature_tolerance_s: crate::stripe::signature::DEFAULT_TOLERANCE_S,
             max_attempts: 10,
             trusted_proxies: Vec::new(),
+            unverified_budget: unverified_budget::BudgetConfig::default(),
         }
     }
 }
@@ -83,6 +88,8 @@ pub struct Tracker {
     pub(crate) ip_salt: String,
     /// Clicks per visitor address; a flood's clicks are flagged (`flood.rs`).
     pub(crate) click_flood: flood::ClickFlood,
+    /// Bytes of unverified bodies each webhook URL may store whole.
+    pub(crate) unverified_budget: unverified_budget::UnverifiedBudget,
     /// False only in the benchmark's baseline server (`src/bin/bench`):
     /// redirects are answered without storing the click.
     pub(crate) click_writes: bool,
@@ -94,6 +101,7 @@ impl Tracker {
         let salt = store.init_setting("ip_salt", &ids::new_id("salt")).await?;
         Ok(Self {
             store,
+            unverified_budget: unverified_budget::UnverifiedBudget::new(config.unverified_budget),
             config,
             purchase_lock: Mutex::new(()),
             batch: ingest::Batch::default(),

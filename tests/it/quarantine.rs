@@ -679,3 +679,56 @@ async fn one_clients_event_never_swallows_another_clients_genuine_event_with_the
     assert!(other_sale.verified);
     let _ = t;
 }
+
+/// Issue 14 §3: strangers cannot fill the disk through a webhook URL. Every
+/// unverified delivery is recorded, but past the URL's budget (8 MiB at
+/// once by default) its body is kept as its first 4 KiB with its length and
+/// SHA-256; a later delivery of the event that verifies stores it whole.
+#[tokio::test]
+async fn unverified_bodies_past_the_budget_are_kept_truncated_and_a_verified_delivery_restores_them(
+) {
+    let app = spawn_app!();
+    let shop = app.add_client("budget-shop", Some(SHOP_SECRET)).await;
+    let url = format!("/webhooks/stripe/{}", shop.id);
+    let padding = "p".repeat(900 * 1024);
+    let body_of = |n: usize| {
+        event(
+            &format!("evt_1QuarBudget{n:04}"),
+            "customer.created",
+            "2024-06-20",
+            now_s(),
+            json!({"id": format!("cus_budget{n}"), "object": "customer", "description": padding}),
+        )
+    };
+    let sent = 12;
+    for n in 0..sent {
+        send(&app, &url, body_of(n), None).await;
+    }
+    let mut events = app.events().await;
+    events.sort_by_key(|e| e.id);
+    assert_eq!(events.len(), sent, "every delivery is recorded");
+    let whole = events.iter().filter(|e| e.body.len() > 900 * 1024).count();
+    let cut: Vec<&StoredEvent> = events.iter().filter(|e| e.body.len() == 4096).collect();
+    assert_eq!(whole + cut.len(), sent);
+    assert!((8..=9).contains(&whole), "{whole} stored whole");
+    let last = cut.last().expect("a truncated body");
+    assert!(
+        last.headers.contains("x-salestrack-truncated") && last.headers.contains("sha256 "),
+        "{}",
+        last.headers
+    );
+
+    // The event's genuine, signed delivery stores its body whole.
+    let n = sent - 1;
+    let resp = app.deliver(&shop, SHOP_SECRET, body_of(n)).await;
+    assert_eq!(resp.status(), 200);
+    let stored = app
+        .tracker
+        .store()
+        .get_event(last.id)
+        .await
+        .expect("event")
+        .expect("stored");
+    assert_eq!(stored.verification, Verification::Verified);
+    assert!(stored.body.len() > 900 * 1024);
+}

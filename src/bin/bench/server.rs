@@ -184,6 +184,7 @@ pub async fn serve_child(args: &[String]) -> anyhow::Result<()> {
             signature_tolerance_s: config.signature_tolerance_s,
             max_attempts: config.max_attempts,
             trusted_proxies: config.trusted_proxies()?,
+            unverified_budget: config.unverified_budget(),
         },
     )
     .await?;
